@@ -1,0 +1,73 @@
+"""ViT configurations as plain data (sizes from google-research/vision_transformer).
+
+Each preset is a dict of `ViT` constructor arguments; `ViT.from_preset` lets any
+field be overridden.
+"""
+
+_SIZES = {
+    # name: (hidden_dim, num_layers, num_heads, mlp_dim)
+    "ti": (192, 12, 3, 768),
+    "s": (384, 12, 6, 1536),
+    "b": (768, 12, 12, 3072),
+    "l": (1024, 24, 16, 4096),
+    "h": (1280, 32, 16, 5120),
+}
+
+_NAMES = {"ti": "Tiny", "s": "Small", "b": "Base", "l": "Large", "h": "Huge"}
+
+
+def _preset(size, patch_size):
+    hidden_dim, num_layers, num_heads, mlp_dim = _SIZES[size]
+    return {
+        "image_size": 224,
+        "patch_size": patch_size,
+        "hidden_dim": hidden_dim,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "mlp_dim": mlp_dim,
+        "num_classes": 1000,
+    }
+
+
+PRESETS = {
+    f"vit_{size}{patch}": _preset(size, patch)
+    for size, patch in [
+        ("ti", 16),
+        ("s", 16),
+        ("s", 32),
+        ("b", 8),
+        ("b", 16),
+        ("b", 32),
+        ("l", 16),
+        ("l", 32),
+        ("h", 14),
+    ]
+}
+
+# The small configuration the command line trains by default (8x8 digits, 28x28 MNIST).
+PRESETS["vit_digits"] = {
+    "image_size": 8,
+    "patch_size": 2,
+    "hidden_dim": 64,
+    "num_layers": 4,
+    "num_heads": 4,
+    "mlp_dim": 128,
+    "num_classes": 10,
+}
+
+
+def describe_preset(name):
+    """One line describing a preset, for `keras-vit presets`."""
+    config = get_preset(name)
+    return (
+        f"{name:<11} hidden_dim={config['hidden_dim']:<5} layers={config['num_layers']:<3}"
+        f" heads={config['num_heads']:<3} mlp_dim={config['mlp_dim']:<5}"
+        f" patch={config['patch_size']:<3} image={config['image_size']}"
+    )
+
+
+def get_preset(name):
+    """Returns a copy of a preset's configuration; unknown names list the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return dict(PRESETS[name])
