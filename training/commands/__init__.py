@@ -1,0 +1,1 @@
+"""Sub-commands of the `keras-vit` command line, one module each."""
