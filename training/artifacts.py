@@ -1,0 +1,76 @@
+"""Finding and opening what training writes: a `.keras` file or a training output folder.
+
+A training output folder holds `model.keras` (the best model) and `config.json`
+(the model configuration, dataset spec and `class_names`).
+"""
+
+import json
+import os
+import zipfile
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+
+
+def resolve_model_path(source):
+    """Returns the `.keras` file of a `.keras` path or a training output folder."""
+    if os.path.isdir(source):
+        path = os.path.join(source, MODEL_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{source} is a folder without {MODEL_FILE}; is it a training output folder?")
+        return path
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"model not found: {source}")
+    if not source.endswith(".keras"):
+        raise ValueError(f"{source} is not a .keras file or a training output folder")
+    return source
+
+
+def load_keras_model(source, compile=False):
+    """Loads a `.keras` model (or a training folder's) safely, with clear errors for bad files."""
+    import keras
+
+    import keras_vit  # noqa: F401  (registers the custom layers for deserialization)
+
+    path = resolve_model_path(source)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a valid .keras file (not a zip archive; corrupt or foreign file)")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a damaged archive
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"could not load {path} as a Keras model: {first_line}") from None
+
+
+def read_training_config(source):
+    """The training `config.json` beside a model (folder or `.keras` file), or `{}` if none."""
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def load_class_names(source, num_classes=None):
+    """Class names saved with a model; `["0", "1", ...]` when none were saved."""
+    names = read_training_config(source).get("class_names")
+    if names:
+        return [str(n) for n in names]
+    if num_classes is None:
+        return None
+    return [str(i) for i in range(num_classes)]
+
+
+def write_json_atomic(path, data):
+    """Writes JSON through a temporary file in the same folder, then renames it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as file:
+        json.dump(data, file, indent=2, sort_keys=True)
+        file.write("\n")
+    os.replace(tmp, path)
