@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock
-from keras_vit.layers.patches import normalize_patch_size, patch_grid
+from keras_vit.layers.patches import int_pair, normalize_patch_size, patch_grid
 from keras_vit.presets import get_preset
 
 # How raw 0..255 pixels are scaled inside the model: (scale, offset).
@@ -16,17 +16,7 @@ INPUT_SCALINGS = {
 
 
 def _normalize_image_size(image_size):
-    if isinstance(image_size, bool):
-        raise TypeError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    try:
-        height, width = (int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise TypeError(f"image_size must be an int or (height, width), got {image_size!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {(height, width)}")
-    return height, width
+    return int_pair(image_size, "image_size", "(height, width)")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

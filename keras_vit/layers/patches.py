@@ -1,25 +1,40 @@
 """Split images into flattened patches, and put them back together."""
 
+import operator
+
 import keras
 from keras import ops
 
 
+def int_pair(value, name, pair_name):
+    """Returns `(a, b)` from a positive int or a pair of positive ints, validating it.
+
+    `operator.index` accepts Python and NumPy integers but not floats, which `int()`
+    would silently truncate; strings are iterable and would unpack digit by digit.
+    """
+
+    def is_int(v):
+        return not isinstance(v, bool) and hasattr(v, "__index__")
+
+    if is_int(value):
+        pair = (value, value)
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        pair = None
+    else:
+        pair = tuple(value)
+        if len(pair) != 2 or not all(is_int(v) for v in pair):
+            pair = None
+    if pair is None:
+        raise TypeError(f"{name} must be an int or a pair of ints {pair_name}, got {value!r}")
+    pair = tuple(operator.index(v) for v in pair)
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{name} must be positive, got {pair}")
+    return pair
+
+
 def normalize_patch_size(patch_size):
     """Returns `(patch_height, patch_width)` from an int or a pair, validating it."""
-    if isinstance(patch_size, bool):
-        raise TypeError(f"patch_size must be an int or a pair of ints, got {patch_size!r}")
-    if isinstance(patch_size, int):
-        patch_size = (patch_size, patch_size)
-    try:
-        patch_height, patch_width = (int(p) for p in patch_size)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"patch_size must be an int or a pair of ints (patch_height, patch_width), "
-            f"got {patch_size!r}"
-        ) from None
-    if patch_height < 1 or patch_width < 1:
-        raise ValueError(f"patch_size must be positive, got {(patch_height, patch_width)}")
-    return patch_height, patch_width
+    return int_pair(patch_size, "patch_size", "(patch_height, patch_width)")
 
 
 def patch_grid(image_size, patch_size):
