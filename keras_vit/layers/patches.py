@@ -1,6 +1,6 @@
 """Split images into flattened patches, and put them back together."""
 
-import operator
+import numbers
 
 import keras
 from keras import ops
@@ -9,12 +9,12 @@ from keras import ops
 def int_pair(value, name, pair_name):
     """Returns `(a, b)` from a positive int or a pair of positive ints, validating it.
 
-    `operator.index` accepts Python and NumPy integers but not floats, which `int()`
-    would silently truncate; strings are iterable and would unpack digit by digit.
+    Python and NumPy integers are accepted; floats are rejected rather than silently
+    truncated by `int()`, and strings rather than unpacked digit by digit.
     """
 
     def is_int(v):
-        return not isinstance(v, bool) and hasattr(v, "__index__")
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
     if is_int(value):
         pair = (value, value)
@@ -26,7 +26,7 @@ def int_pair(value, name, pair_name):
             pair = None
     if pair is None:
         raise TypeError(f"{name} must be an int or a pair of ints {pair_name}, got {value!r}")
-    pair = tuple(operator.index(v) for v in pair)
+    pair = tuple(int(v) for v in pair)
     if pair[0] < 1 or pair[1] < 1:
         raise ValueError(f"{name} must be positive, got {pair}")
     return pair
