@@ -92,23 +92,27 @@ class Patches(keras.layers.Layer):
 
     def call(self, images):
         patch_height, patch_width = self.patch_size
-        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-        if height is None or width is None or channels is None:
-            raise ValueError(
-                f"Patches needs static height, width and channels, got shape {images.shape}"
-            )
-        rows, cols = patch_grid((height, width), self.patch_size)
+        rows, cols, channels = self._static_grid(images.shape)
         # Two 4-D steps instead of one 6-D transpose: TFLite and its delegates
         # handle 4-D transposes natively, and the result is the same permutation.
         x = ops.reshape(images, (-1, patch_height, cols, patch_width * channels))
         x = ops.transpose(x, (0, 2, 1, 3))
         return ops.reshape(x, (-1, rows * cols, patch_height * patch_width * channels))
 
+    def _static_grid(self, shape):
+        """`(rows, cols, channels)` of images of `shape`, which must be static."""
+        if len(shape) != 4 or any(size is None for size in shape[1:]):
+            raise ValueError(
+                f"Patches needs images [batch, height, width, channels] with static height, "
+                f"width and channels, got shape {tuple(shape)}"
+            )
+        rows, cols = patch_grid((shape[1], shape[2]), self.patch_size)
+        return rows, cols, shape[3]
+
     def compute_output_shape(self, input_shape):
-        batch, height, width, channels = input_shape
         patch_height, patch_width = self.patch_size
-        rows, cols = patch_grid((height, width), self.patch_size)
-        return (batch, rows * cols, patch_height * patch_width * channels)
+        rows, cols, channels = self._static_grid(input_shape)
+        return (input_shape[0], rows * cols, patch_height * patch_width * channels)
 
     def get_config(self):
         config = super().get_config()
