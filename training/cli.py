@@ -28,7 +28,12 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"training.commands.{name}")
+        try:
+            module = importlib.import_module(f"training.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"training.commands.{name}":
+                raise
+            continue  # a sub-command this installation does not ship
         module.register(subparsers)
     return parser
 

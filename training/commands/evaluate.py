@@ -1,0 +1,67 @@
+"""`keras-vit evaluate`: test metrics of a saved Keras model or a .tflite file."""
+
+import os
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("evaluate", help="evaluate a .keras model, a training folder or a .tflite file")
+    parser.add_argument("model", help=".keras file, training output folder, or .tflite file")
+    parser.add_argument("--dataset", help="dataset spec (default: the one the model was trained on)")
+    parser.add_argument("--data-dir", dest="data_dir")
+    parser.add_argument("--keras-model", dest="keras_model", help="(.tflite) Keras model to measure agreement with")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    parser.add_argument("--threads", type=int, help="(.tflite) interpreter threads")
+    parser.add_argument("--output", help="metrics JSON to write (default: metrics_eval.json beside the model)")
+    parser.set_defaults(func=run)
+
+
+def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
+    """Test accuracy and loss of a Keras model on a dataset spec's test split."""
+    import keras
+
+    from training.artifacts import load_keras_model
+    from training.data import load_splits, make_pipeline
+
+    model = load_keras_model(source)
+    height, width, channels = model.input_shape[1:]
+    splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
+    num_classes = model.output_shape[-1]
+    if splits.info.num_classes > num_classes:
+        raise ValueError(
+            f"dataset {spec} has {splits.info.num_classes} classes, the model only {num_classes}"
+        )
+    test = splits.test.take(limit) if limit else splits.test
+    data = make_pipeline(test, (height, width), channels, batch_size, num_classes=num_classes)
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    loss, accuracy = model.evaluate(data, verbose=0)
+    return {"test_accuracy": float(accuracy), "test_loss": float(loss), "num_params": int(model.count_params()), "dataset": spec}
+
+
+def run(args):
+    from training.artifacts import read_training_config, write_json_atomic
+
+    spec = args.dataset or read_training_config(args.model).get("dataset")
+    if not spec:
+        raise ValueError("--dataset is needed: no training config.json beside the model names one")
+    if args.model.endswith(".tflite"):
+        from export.evaluate import evaluate_tflite
+
+        keras_model = None
+        if args.keras_model:
+            from training.artifacts import load_keras_model
+
+            keras_model = load_keras_model(args.keras_model)
+        metrics = evaluate_tflite(
+            args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
+            num_threads=args.threads,
+        )
+    else:
+        metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit)
+    for key, value in metrics.items():
+        print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
+    folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
+    write_json_atomic(args.output or os.path.join(folder, "metrics_eval.json"), metrics)
+    return 0

@@ -1,0 +1,87 @@
+"""`keras-vit train`: train a ViT on a dataset spec and write an output folder."""
+
+from training.config import MODEL_FIELDS, TrainConfig, merge_config, read_config_file
+
+
+def _size(text):
+    """`32` or `32,48` -> int or (height, width)."""
+    parts = [int(p) for p in str(text).replace("x", ",").split(",")]
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def register(subparsers):
+    defaults = TrainConfig()
+    parser = subparsers.add_parser(
+        "train",
+        help="train a ViT",
+        description="Train a ViT with model.fit. Every option may also come from --config FILE; "
+        "options on the command line win. Run again with the same --output to resume a killed run.",
+    )
+    parser.add_argument("--config", help="JSON or YAML file of training options")
+    parser.add_argument("--dataset", help=f"digits | npz:PATH | tfds:NAME[:TRAIN[:TEST]] | folder:PATH (default {defaults.dataset})")
+    parser.add_argument("--data-dir", dest="data_dir", help="TensorFlow Datasets data directory")
+    parser.add_argument("--output", help=f"output folder (default {defaults.output})")
+    parser.add_argument("--preset", help=f"model preset, see `keras-vit presets` (default {defaults.preset})")
+    parser.add_argument("--init-from", dest="init_from", help="official ViT .npz checkpoint to fine-tune from")
+    model = parser.add_argument_group("model overrides")
+    model.add_argument("--image-size", dest="image_size", type=_size, help="N or H,W")
+    model.add_argument("--patch-size", dest="patch_size", type=_size, help="N or PH,PW")
+    for name in ("channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "representation_size"):
+        model.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
+    for name in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
+        model.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
+    model.add_argument("--pooling", choices=("token", "gap"))
+    model.add_argument("--input-scaling", dest="input_scaling", choices=("unit", "symmetric", "none"))
+    fit = parser.add_argument_group("fit")
+    fit.add_argument("--epochs", type=int, help=f"(default {defaults.epochs})")
+    fit.add_argument("--batch-size", dest="batch_size", type=int, help=f"per replica (default {defaults.batch_size})")
+    fit.add_argument("--learning-rate", dest="learning_rate", type=float, help=f"(default {defaults.learning_rate})")
+    fit.add_argument("--weight-decay", dest="weight_decay", type=float, help=f"(default {defaults.weight_decay})")
+    fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, help=f"(default {defaults.warmup_epochs})")
+    fit.add_argument("--clipnorm", type=float, help=f"global gradient-norm clip (default {defaults.clipnorm})")
+    fit.add_argument("--label-smoothing", dest="label_smoothing", type=float, help=f"(default {defaults.label_smoothing})")
+    fit.add_argument("--validation-fraction", dest="validation_fraction", type=float)
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--strategy", choices=("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"))
+    fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
+    fit.add_argument("--backup-every", dest="backup_every", type=int, help="steps between crash backups")
+    fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
+    fit.add_argument("--limit-train", dest="limit_train", type=int, help="use only the first N training images")
+    fit.add_argument("--limit-test", dest="limit_test", type=int, help="use only the first N test images")
+    augment = parser.add_argument_group("augmentation")
+    augment.add_argument("--crop-padding", dest="crop_padding", type=int, help="random crop after reflect padding")
+    augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
+    augment.add_argument("--randaugment", action="store_true", default=None)
+    augment.add_argument("--mixup", type=float, metavar="ALPHA")
+    augment.add_argument("--cutmix", type=float, metavar="ALPHA")
+    parser.add_argument(
+        "--export-tflite", dest="export_tflite", action="store_true", default=None,
+        help="export the best model to TFLite (float32, dynamic, int8) at the end and report it",
+    )
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args):
+    file_options = read_config_file(args.config) if args.config else {}
+    cli_options = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
+    return merge_config(file_options, cli_options)
+
+
+def run(args):
+    from training.fit import train
+
+    config = config_from_args(args)
+    metrics = train(config)
+    if not metrics:
+        return 0
+    print()
+    print(f"{'output':<16}{config.output}")
+    for key in ("test_accuracy", "test_loss", "num_params", "train_seconds"):
+        value = metrics[key]
+        print(f"{key:<16}{value:.4f}" if isinstance(value, float) else f"{key:<16}{value}")
+    if config.export_tflite:
+        from training.commands.export import export_after_training
+
+        export_after_training(config)
+    return 0

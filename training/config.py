@@ -1,0 +1,116 @@
+"""Training configuration: defaults, a JSON/YAML file, and command-line overrides."""
+
+import dataclasses
+import json
+import os
+
+# ViT constructor arguments a user may override on top of a preset.
+MODEL_FIELDS = (
+    "image_size",
+    "channels",
+    "patch_size",
+    "num_layers",
+    "num_heads",
+    "hidden_dim",
+    "mlp_dim",
+    "pooling",
+    "representation_size",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "drop_path_rate",
+    "input_scaling",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `training.fit.train` needs; saved as `config.json` beside the model.
+
+    `model` holds ViT overrides on top of `preset` (image_size, patch_size, ...);
+    channels and num_classes default to the dataset's.
+    """
+
+    dataset: str = "digits"
+    output: str = "runs/digits"
+    preset: str = "vit_digits"
+    model: dict = dataclasses.field(default_factory=dict)
+    init_from: str = None
+    data_dir: str = None
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 3.0
+    clipnorm: float = 1.0
+    label_smoothing: float = 0.1
+    crop_padding: int = 0
+    flip: bool = False
+    randaugment: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    validation_fraction: float = 0.1
+    seed: int = 0
+    strategy: str = "auto"
+    precision: str = "float32"
+    jit_compile: str = "auto"
+    backup_every: int = 50
+    early_stopping: int = 0
+    limit_train: int = None
+    limit_test: int = None
+    export_tflite: bool = False
+
+    def __post_init__(self):
+        unknown = set(self.model) - set(MODEL_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"Unknown model option(s) {', '.join(sorted(unknown))}; known: {', '.join(MODEL_FIELDS)}"
+            )
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def read_config_file(path):
+    """Reads a JSON or YAML file of `TrainConfig` fields (model fields may sit at top level)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as file:
+        text = file.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as error:  # yaml and json raise their own error types
+        raise ValueError(f"cannot parse config file {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def merge_config(*layers):
+    """Merges option dicts (later wins, None means unset) into a `TrainConfig`."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged, model = {}, {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if key == "model":
+                model.update({k: v for k, v in value.items() if v is not None})
+            elif key in MODEL_FIELDS:
+                model[key] = value
+            elif key in fields:
+                merged[key] = value
+            else:
+                raise ValueError(f"Unknown training option {key!r}")
+    return TrainConfig(model=model, **merged)

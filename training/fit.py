@@ -1,0 +1,213 @@
+"""Training a ViT with `model.fit`: strategy, data, optimizer, callbacks, final evaluation."""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import artifacts
+from training.augment import make_augmenter
+from training.callbacks import AtomicBestModel, ElapsedTime
+from training.data import load_splits, make_pipeline
+from training.optimization import make_optimizer
+from training.plots import plot_curves
+from training.strategy import is_chief, make_strategy, read_tf_config, set_precision
+
+BACKUP_DIR = "backup"
+
+
+def model_config(config, info):
+    """The ViT arguments for a run: preset, then dataset-derived sizes, then overrides."""
+    from keras_vit.presets import get_preset
+
+    model = get_preset(config.preset)
+    if info.image_shape is not None:
+        model["channels"] = int(info.image_shape[-1])
+    model["num_classes"] = info.num_classes
+    model.update(config.model)
+    if "image_size" not in config.model and info.image_shape is not None and config.preset == "vit_digits":
+        model["image_size"] = tuple(info.image_shape[:2])
+    if model["num_classes"] < info.num_classes:
+        raise ValueError(
+            f"the model has {model['num_classes']} classes but dataset {info.spec} has {info.num_classes}"
+        )
+    return model
+
+
+def build_model(config, model_args):
+    """A fresh ViT, or one initialized from an official checkpoint (`init_from`)."""
+    from keras_vit import ViT
+
+    if config.init_from:
+        from keras_vit.checkpoint import load_checkpoint
+
+        return load_checkpoint(
+            config.init_from,
+            num_classes=model_args["num_classes"],
+            image_size=model_args["image_size"],
+        )
+    return ViT(**model_args)
+
+
+def _limit(dataset, count):
+    return dataset.take(count) if count else dataset
+
+
+def train(config, verbose=1):
+    """Trains, writes the output folder and returns the metrics dict.
+
+    The folder holds `config.json`, `model.keras` (best validation accuracy),
+    `history.csv`, `curves.png`, `metrics.json` and TensorBoard `logs/`. A run
+    killed at any point resumes when `train` is called again with the same output.
+    """
+    tf_config = read_tf_config()
+    chief = is_chief(tf_config)
+    strategy = make_strategy(config.strategy)
+    set_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
+    os.makedirs(output, exist_ok=True)
+
+    splits = load_splits(
+        config.dataset,
+        data_dir=config.data_dir,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        image_size=_image_size(config),
+    )
+    info = splits.info
+    model_args = model_config(config, info)
+    image_size = model_args["image_size"]
+    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    channels = model_args.get("channels", 3)
+
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    num_train = info.num_examples.get("train")
+    if config.limit_train:
+        num_train = min(num_train or config.limit_train, config.limit_train)
+    if num_train is None:
+        num_train = int(splits.train.reduce(0, lambda n, _: n + 1))
+    steps_per_epoch = max(num_train // global_batch if replicas > 1 else math.ceil(num_train / global_batch), 1)
+
+    augmenter = make_augmenter(
+        image_size, config.crop_padding, config.flip, config.randaugment, config.mixup, config.cutmix, config.seed
+    )
+    pipeline = dict(image_size=image_size, channels=channels, num_classes=model_args["num_classes"])
+    train_ds = make_pipeline(
+        _limit(splits.train, config.limit_train), batch_size=global_batch, training=True,
+        augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, **pipeline,
+    )
+    val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
+    test_ds = make_pipeline(_limit(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
+
+    with strategy.scope():
+        model = build_model(config, model_args)
+        optimizer = make_optimizer(
+            model,
+            learning_rate=config.learning_rate,
+            total_steps=steps_per_epoch * config.epochs,
+            warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+            weight_decay=config.weight_decay,
+            clipnorm=config.clipnorm,
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=_jit(config.jit_compile),
+        )
+
+    if chief:
+        record = config.to_dict()
+        record.update(
+            {"model_config": model.get_config(), "class_names": info.class_names, "num_classes": info.num_classes}
+        )
+        artifacts.write_json_atomic(os.path.join(output, artifacts.CONFIG_FILE), record)
+
+    backup_dir = os.path.join(output, BACKUP_DIR)
+    resumed_epoch = _backup_epoch(backup_dir)
+    if resumed_epoch is not None and verbose:
+        print(f"Resuming from the backup in {backup_dir}: epoch {resumed_epoch + 1} of {config.epochs}")
+    elapsed = ElapsedTime(os.path.join(backup_dir, "elapsed.json"))
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+        elapsed,
+    ]
+    if chief:
+        callbacks += [
+            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE), monitor="val_accuracy"),
+            keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=resumed_epoch is not None),
+            keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"),
+        ]
+    if config.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=config.early_stopping, restore_best_weights=True
+            )
+        )
+    if resumed_epoch is None and chief:
+        # A fresh run must not append to the history of an older, finished one.
+        for stale in ("history.csv", "metrics.json"):
+            if os.path.exists(os.path.join(output, stale)):
+                os.remove(os.path.join(output, stale))
+
+    model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks, verbose=verbose,
+    )
+    train_seconds = elapsed.total_seconds
+
+    if not chief:
+        return {}
+    best = artifacts.load_keras_model(output) if os.path.exists(os.path.join(output, artifacts.MODEL_FILE)) else model
+    with strategy.scope():
+        best.compile(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    test_loss, test_accuracy = best.evaluate(test_ds, verbose=0)
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "num_params": int(model.count_params()),
+        "train_seconds": float(train_seconds),
+        "epochs": int(config.epochs),
+        "dataset": config.dataset,
+        "replicas": int(replicas),
+        "global_batch_size": int(global_batch),
+    }
+    artifacts.write_json_atomic(os.path.join(output, "metrics.json"), metrics)
+    history_path = os.path.join(output, "history.csv")
+    if os.path.exists(history_path):
+        plot_curves(history_path, os.path.join(output, "curves.png"))
+    return metrics
+
+
+def _image_size(config):
+    size = config.model.get("image_size")
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _jit(value):
+    if isinstance(value, bool) or value == "auto":
+        return value
+    return {"true": True, "false": False}.get(str(value).lower(), "auto")
+
+
+def _backup_epoch(backup_dir):
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as file:
+            return int(json.load(file)["epoch"])
+    except (ValueError, KeyError):
+        return None

@@ -1,0 +1,84 @@
+"""Choosing a `tf.distribute` strategy and a mixed-precision policy."""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def read_tf_config():
+    """The parsed `TF_CONFIG` environment variable, or `{}` when unset."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); expected e.g. "
+                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+def num_workers(tf_config):
+    cluster = tf_config.get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def is_chief(tf_config):
+    """Whether this process writes the outputs (the chief, or worker 0 without a chief)."""
+    task = tf_config.get("task", {})
+    if not tf_config or task.get("type") == "chief":
+        return True
+    has_chief = bool(tf_config.get("cluster", {}).get("chief"))
+    return not has_chief and task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def make_strategy(name="auto", tpu_address=None):
+    """Returns a `tf.distribute.Strategy`.
+
+    `auto`: `MultiWorkerMirroredStrategy` when `TF_CONFIG` names several workers,
+    `MirroredStrategy` with several GPUs, the default strategy otherwise.
+    `mirrored` with no GPU mirrors over every (logical) CPU device.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    tf_config = read_tf_config()
+    if name == "auto":
+        if num_workers(tf_config) > 1:
+            name = "multiworker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            return tf.distribute.get_strategy()
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "gpu":
+        if not tf.config.list_logical_devices("GPU"):
+            raise ValueError("--strategy gpu was asked for, but TensorFlow sees no GPU")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if not tf_config:
+            raise ValueError("--strategy multiworker needs TF_CONFIG naming the cluster and this task")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def set_precision(precision):
+    """Sets Keras' global dtype policy; the model keeps its logits in float32."""
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    keras.config.set_dtype_policy(precision)
