@@ -94,6 +94,8 @@ def read_npz(path):
     """Reads and validates `x_train, y_train, x_test, y_test` from an `.npz` file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"npz file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a readable .npz file (not a zip archive of arrays)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
@@ -222,9 +224,16 @@ def _from_tfds(spec, rest, data_dir, validation_fraction):
             num_classes=label_feature.num_classes,
             class_names=list(label_feature.names),
             image_shape=shape if None not in shape else None,
-            num_examples={"train": None, "validation": None, "test": info.splits[test_split].num_examples},
+            num_examples={"train": None, "validation": None, "test": _split_size(info, test_split)},
         ),
     )
+
+
+def _split_size(info, split):
+    try:
+        return info.splits[split].num_examples
+    except (KeyError, ValueError):  # unknown before generation, e.g. under tfds mock_data
+        return None
 
 
 # --- image folders --------------------------------------------------------------------
