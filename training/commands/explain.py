@@ -1,0 +1,132 @@
+"""`keras-vit explain`: draw what a trained ViT looks at, as one PNG."""
+
+import os
+
+METHOD_HELP = "rollout|attention|saliency|smoothgrad|gradcam|gradcam++|scorecam|all, or several joined by commas"
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "explain",
+        help="draw explanation heat maps (attention rollout, saliency, Grad-CAM, ...) as a PNG",
+        description="Explain a ViT's predictions on image files or dataset images: one row per image, "
+        "one column per method, each heat map over the image with a colour bar, and the explained "
+        "class with its probability.",
+    )
+    parser.add_argument("model", metavar="MODEL", help=".keras model file or training output folder")
+    parser.add_argument("images", metavar="IMAGE", nargs="*", help="PNG/JPEG files of the model's image size")
+    parser.add_argument("--method", default="all", help=f"{METHOD_HELP} (default all)")
+    parser.add_argument("--output", default="explanation.png", help="PNG file to write (default explanation.png)")
+    parser.add_argument("--dataset", help="explain test images of a dataset spec instead of files")
+    parser.add_argument("--count", type=int, default=4, help="how many --dataset test images (default 4)")
+    parser.add_argument("--resize", action="store_true", help="resize images to the model's size instead of refusing")
+    parser.add_argument("--class-index", dest="class_index", type=int, help="class to explain (default: the predicted one)")
+    parser.add_argument("--head-fusion", dest="head_fusion", default="mean", help="mean|max|min over heads (rollout, attention)")
+    parser.add_argument("--layer", type=int, default=-1, help="block of the attention method (default -1, the last)")
+    parser.add_argument("--head", type=int, help="head of the attention method (default: heads fused)")
+    parser.add_argument("--block", type=int, help="CAM methods use the tokens entering this block (default: the last block's input)")
+    parser.add_argument("--smooth-samples", dest="smooth_samples", type=int, default=20, help="SmoothGrad noisy copies (default 20)")
+    parser.add_argument("--scorecam-channels", dest="scorecam_channels", type=int, help="Faster Score-CAM: keep this many channels")
+    parser.set_defaults(func=run)
+
+
+def load_image_files(paths, image_size, channels, resize=False):
+    """Reads PNG/JPEG files into raw uint8 `[N, H, W, C]`; a size other than the model's is an error unless `resize`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from training.data import decode_image_file
+
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        try:
+            image = decode_image_file(path, channels, None)
+        except tf.errors.OpError:
+            raise ValueError(f"{path} is not a readable PNG, JPEG, BMP or GIF image") from None
+        if tuple(image.shape[:2]) != tuple(image_size):
+            if not resize:
+                raise ValueError(
+                    f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
+                    f"{image_size[1]}x{image_size[0]}; pass --resize to resize it"
+                )
+            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, image_size)), 0, 255), tf.uint8)
+        images.append(image.numpy())
+    return np.stack(images)
+
+
+def load_dataset_images(spec, count, image_size, channels, resize=False):
+    """The first `count` test images of a dataset spec: uint8 `[N, H, W, C]`, labels, class names."""
+    import numpy as np
+    import tensorflow as tf
+
+    from training.data import load_splits, prepare_images
+
+    if count < 1:
+        raise ValueError(f"--count must be at least 1, got {count}")
+    splits = load_splits(spec, image_size=tuple(image_size))
+    images, labels = [], []
+    for image, label in splits.test.take(count):
+        if tuple(image.shape[:2]) != tuple(image_size) and not resize:
+            raise ValueError(
+                f"{spec} has {image.shape[1]}x{image.shape[0]} images but the model takes "
+                f"{image_size[1]}x{image_size[0]}; pass --resize to resize them"
+            )
+        prepared = prepare_images(image, tuple(image_size), channels)
+        images.append(tf.cast(tf.clip_by_value(tf.round(prepared), 0, 255), tf.uint8).numpy())
+        labels.append(int(label))
+    if not images:
+        raise ValueError(f"{spec} has no test images")
+    return np.stack(images), np.array(labels), splits.info.class_names
+
+
+def run(args):
+    from keras_vit.explain import Explainer, parse_methods, render_explanations
+    from keras_vit.explain.maps import check_vit
+    from training.artifacts import load_class_names, load_keras_model
+
+    methods = parse_methods(args.method)
+    if not args.output.lower().endswith(".png"):
+        raise ValueError(f"--output must be a .png file, got {args.output}")
+    if args.images and args.dataset:
+        raise ValueError("give IMAGE files or --dataset, not both")
+    if not args.images and not args.dataset:
+        raise ValueError("nothing to explain: give IMAGE files or --dataset SPEC")
+    for path in args.images:  # before loading the model, which takes a while
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+
+    model = load_keras_model(args.model)
+    check_vit(model)
+    class_names = load_class_names(args.model)
+    labels = None
+    if args.dataset:
+        images, labels, dataset_names = load_dataset_images(
+            args.dataset, args.count, model.image_size, model.channels, args.resize
+        )
+        class_names = class_names or dataset_names
+    else:
+        images = load_image_files(args.images, model.image_size, model.channels, args.resize)
+    if class_names is None or len(class_names) != model.num_classes:
+        class_names = [str(i) for i in range(model.num_classes)]
+
+    explainer = Explainer(
+        model,
+        block=args.block,
+        head_fusion=args.head_fusion,
+        layer=args.layer,
+        head=args.head,
+        smooth_samples=args.smooth_samples,
+        scorecam_channels=args.scorecam_channels,
+    )
+    explanation = explainer.explain(images, methods, class_ids=args.class_index)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(folder, exist_ok=True)
+    width, height = render_explanations(
+        args.output, images, explanation, class_names=class_names, labels=labels, methods=methods
+    )
+    for index, class_id in enumerate(explanation.class_ids):
+        probability = explanation.probabilities[index, class_id]
+        print(f"image {index}: {class_names[class_id]} (p={probability:.3f})")
+    print(f"wrote {args.output} ({width}x{height} px, {len(images)} images x {len(methods)} methods)")
