@@ -1,0 +1,239 @@
+"""The inference graphs that get exported: the Keras model itself, or an int8-friendly
+re-formulation of a `keras_vit.ViT` that computes the same function.
+
+Why a second graph (measured on ViT-Ti/16 at 224, LiteRT 2.3, one thread; see
+bench/results_export.md): the converter turns the attention products of the Keras graph
+into int8 `BATCH_MATMUL`, which XNNPACK does not run (both operands are activations)
+and whose builtin kernel took 66 of 85 ms; its LayerNorm becomes an int8
+`SQUARED_DIFFERENCE` (not delegated, 8 ms) plus float `NEG` islands. This graph:
+
+- folds the input scaling / normalization into the patch projection, so raw 0..255
+  pixels go straight into the first matrix product (uint8 input is then exact);
+- runs every projection as a 2-D `FULLY_CONNECTED` on `[B*T, D]` (XNNPACK int8);
+- writes each head's `q k^T` and `a v` as `FULLY_CONNECTED` with a run-time weight
+  operand (`matmul(q, k, transpose_b=True)` and `matmul(a, v^T, transpose_b=True)`, with
+  `v^T` made by one 4-D transpose), which the builtin int8 kernel runs ~10x faster than
+  int8 `BATCH_MATMUL`;
+- normalizes with `c = x - mean; c * rsqrt(mean(c * c) + eps)` (no SQUARED_DIFFERENCE /
+  NEG) and folds each LayerNorm's gamma/beta into the Dense that follows it, and the
+  attention scale into the query weights, so no per-channel MUL/ADD is quantized.
+
+All folds are exact in real arithmetic; `tests/test_export_tflite.py` checks the float
+graph against Keras. The float modes keep the Keras graph: XNNPACK runs its float
+`BATCH_MATMUL` fast, and float32 parity is then exact by construction.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+GRAPHS = ("keras", "integer")
+
+
+def _weights(layer):
+    return [np.asarray(w, dtype="float64") for w in layer.get_weights()]
+
+
+def _fold_norm_into_dense(norm, dense):
+    """`Dense(LayerNorm(x))` == `Dense'(normalize(x))`: returns the folded `(kernel, bias)`."""
+    gamma, beta = _weights(norm)
+    kernel, bias = _weights(dense)
+    return gamma[:, None] * kernel, bias + beta @ kernel
+
+
+def check_integer_graph_support(model):
+    """Raises ValueError unless `model` is a `keras_vit.ViT` this module can re-formulate."""
+    from keras_vit import ViT
+
+    if not isinstance(model, ViT):
+        raise ValueError(
+            f"the integer-friendly graph needs a keras_vit ViT, got {type(model).__name__}; use graph='keras'"
+        )
+    if not model.include_top:
+        raise ValueError("the integer-friendly graph needs a model with its classification head (include_top=True)")
+    if model.classifier_activation not in (None, "linear", "softmax"):
+        raise ValueError(
+            f"classifier_activation {model.classifier_activation!r} is not supported by the integer-friendly "
+            "graph; expected None or 'softmax'"
+        )
+
+
+class ViTWeights:
+    """The folded float32 weights of a `keras_vit.ViT`, ready for `integer_forward`."""
+
+    def __init__(self, model):
+        check_integer_graph_support(model)
+        from keras_vit.model import INPUT_SCALINGS
+
+        self.image_size = tuple(model.image_size)
+        self.channels = model.channels
+        self.patch_size = tuple(model.patch_size)
+        self.grid = tuple(model.patch_grid)
+        self.hidden_dim = model.hidden_dim
+        self.num_heads = model.num_heads
+        self.head_dim = model.hidden_dim // model.num_heads
+        self.pooling = model.pooling
+        self.use_class_token = model.use_class_token
+        self.epsilon = model.layer_norm_epsilon
+        self.softmax_output = model.classifier_activation == "softmax"
+
+        # Per-channel affine map from raw pixels to the projection's input.
+        scale, offset = INPUT_SCALINGS[model.input_scaling]
+        channel_scale = np.full(self.channels, scale)
+        channel_offset = np.full(self.channels, offset)
+        if model.mean is not None:
+            mean = np.broadcast_to(np.asarray(model.mean, "float64"), (self.channels,))
+            std = np.broadcast_to(np.asarray(model.std, "float64"), (self.channels,))
+            channel_scale, channel_offset = channel_scale / std, (channel_offset - mean) / std
+        # Patch vectors are ordered (row, col, channel), so element i has channel i % C.
+        patch_dim = self.patch_size[0] * self.patch_size[1] * self.channels
+        element_scale = np.tile(channel_scale, patch_dim // self.channels)
+        element_offset = np.tile(channel_offset, patch_dim // self.channels)
+        encoder = model.get_layer("patch_encoder")
+        kernel, bias = _weights(encoder.projection)
+        self.patch_kernel = element_scale[:, None] * kernel
+        self.patch_bias = bias + element_offset @ kernel
+        self.position = np.asarray(encoder.position_embedding, "float64")[0]
+        self.class_token = (
+            np.asarray(encoder.class_token, "float64")[0] if self.use_class_token else None
+        )
+
+        query_scale = np.ones(3 * self.hidden_dim)
+        query_scale[: self.hidden_dim] = self.head_dim**-0.5
+        self.blocks = []
+        for block in model.blocks:
+            qkv_kernel, qkv_bias = _fold_norm_into_dense(block.attention_norm, block.qkv)
+            mlp1_kernel, mlp1_bias = _fold_norm_into_dense(block.mlp_norm, block.mlp_dense_1)
+            self.blocks.append(
+                {
+                    "qkv": (qkv_kernel * query_scale, qkv_bias * query_scale),
+                    "out": tuple(_weights(block.attention_output)),
+                    "mlp1": (mlp1_kernel, mlp1_bias),
+                    "mlp2": tuple(_weights(block.mlp_dense_2)),
+                }
+            )
+        # The final LayerNorm is per token and pooling is linear, so gamma/beta fold
+        # into the first Dense after pooling (pre-logits or head).
+        norm = model.get_layer("encoder_norm")
+        head = model.get_layer("head")
+        self.pre_logits = None
+        if model.representation_size:
+            self.pre_logits = _fold_norm_into_dense(norm, model.get_layer("pre_logits"))
+            self.head = tuple(_weights(head))
+        else:
+            self.head = _fold_norm_into_dense(norm, head)
+
+
+def _const(array):
+    return tf.constant(np.asarray(array, dtype="float32"))
+
+
+def _normalize(x, epsilon):
+    # mean(c * c) rather than SQUARED_DIFFERENCE/variance: MUL and MEAN have int8
+    # XNNPACK kernels; SQUARED_DIFFERENCE and NEG do not.
+    centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
+    return centered * tf.math.rsqrt(variance + epsilon)
+
+
+def _dense(x, weights):
+    kernel, bias = weights
+    return tf.matmul(x, _const(kernel)) + _const(bias)
+
+
+def integer_forward(weights, images, batch_size):
+    """The ViT forward pass on a static batch, in ops that quantize well.
+
+    Args:
+        weights: `ViTWeights`.
+        images: float32 `[batch_size, H, W, C]` raw 0..255 pixels.
+        batch_size: the static batch size.
+
+    Returns:
+        float32 `[batch_size, num_classes]` logits (probabilities for a softmax head).
+    """
+    w = weights
+    (patch_height, patch_width), (rows, cols) = w.patch_size, w.grid
+    num_patches, dim, heads, head_dim = rows * cols, w.hidden_dim, w.num_heads, w.head_dim
+    # Patches exactly as keras_vit.layers.Patches lays them out (4-D transpose).
+    x = tf.reshape(images, (batch_size * rows, patch_height, cols, patch_width * w.channels))
+    x = tf.transpose(x, (0, 2, 1, 3))
+    x = tf.reshape(x, (batch_size * num_patches, patch_height * patch_width * w.channels))
+    x = tf.reshape(_dense(x, (w.patch_kernel, w.patch_bias)), (batch_size, num_patches, dim))
+    if w.use_class_token:
+        class_tokens = tf.tile(_const(w.class_token)[None], (batch_size, 1, 1))
+        x = tf.concat([class_tokens, x], axis=1)
+    tokens = x.shape[1]
+    x = tf.reshape(x + _const(w.position)[None], (batch_size * tokens, dim))
+
+    for block in w.blocks:
+        qkv = _dense(_normalize(x, w.epsilon), block["qkv"])
+        query, key, value = tf.split(qkv, 3, axis=-1)
+        # v^T per (image, head) by one 4-D transpose: [B, heads, head_dim, T].
+        value_t = tf.transpose(tf.reshape(value, (batch_size, tokens, heads, head_dim)), (0, 2, 3, 1))
+        value_t = tf.split(tf.reshape(value_t, (batch_size * heads * head_dim, tokens)), batch_size * heads)
+        queries = [tf.split(q, heads, axis=-1) for q in tf.split(query, batch_size)]
+        keys = [tf.split(k, heads, axis=-1) for k in tf.split(key, batch_size)]
+        outputs = []
+        for b in range(batch_size):
+            per_head = []
+            for h in range(heads):
+                scores = tf.matmul(queries[b][h], keys[b][h], transpose_b=True)  # FC: [T, T]
+                attention = tf.nn.softmax(scores, axis=-1)
+                per_head.append(tf.matmul(attention, value_t[b * heads + h], transpose_b=True))  # FC: [T, hd]
+            outputs.append(tf.concat(per_head, axis=-1))
+        attended = tf.concat(outputs, axis=0) if batch_size > 1 else outputs[0]
+        x = x + _dense(attended, block["out"])
+        hidden = tf.nn.gelu(_dense(_normalize(x, w.epsilon), block["mlp1"]), approximate=False)
+        x = x + _dense(hidden, block["mlp2"])
+
+    x = tf.reshape(x, (batch_size, tokens, dim))
+    if w.pooling == "token":
+        pooled = _normalize(x[:, 0], w.epsilon)
+    else:
+        pooled = tf.reduce_mean(_normalize(x[:, int(w.use_class_token):], w.epsilon), axis=1)
+    if w.pre_logits is not None:
+        pooled = tf.tanh(_dense(pooled, w.pre_logits))
+    logits = _dense(pooled, w.head)
+    return tf.nn.softmax(logits, axis=-1) if w.softmax_output else logits
+
+
+def model_input_spec(model, batch_size=1, dtype=tf.float32):
+    """`tf.TensorSpec` of a model's image input `[batch_size, H, W, C]`."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape:
+        raise ValueError(f"the model input needs a static image shape to export, got {shape}")
+    return tf.TensorSpec((batch_size, *shape), dtype, name="images")
+
+
+class InferenceModule(tf.Module):
+    """A `tf.Module` whose `serve` maps float32 raw-pixel images to logits.
+
+    `graph="keras"` calls the Keras model (its variables are tracked and frozen by the
+    converter); `graph="integer"` runs `integer_forward` on folded constants.
+    """
+
+    def __init__(self, model, graph="keras", batch_size=1):
+        super().__init__()
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        spec = model_input_spec(model, batch_size)
+        if graph == "integer":
+            if batch_size is None:
+                raise ValueError("the integer-friendly graph needs a static batch size")
+            weights = ViTWeights(model)
+
+            def forward(images):
+                return integer_forward(weights, images, int(batch_size))
+        else:
+            self.model = model
+            # Keras 3 variables are not tf.Module-trackable themselves; tracking their
+            # tf.Variable values makes the SavedModel hold them, so the converter can
+            # freeze them (otherwise the .tflite has no weights and outputs NaN).
+            self.keras_variables = [variable.value for variable in model.variables]
+
+            def forward(images):
+                return self.model(images, training=False)
+
+        self.serve = tf.function(forward, input_signature=[spec], autograph=False)

@@ -1,0 +1,91 @@
+"""Running a `.tflite` model under LiteRT (XNNPACK on CPU): predictions and latency."""
+
+import time
+
+import numpy as np
+
+from export.analysis import check_tflite_bytes, interpreter_class
+
+
+class TFLiteRunner:
+    """LiteRT interpreter around one model, fed float32 raw-pixel images of any count.
+
+    Quantized inputs/outputs are (de)quantized with the model's own parameters, and
+    images are fed in chunks of the model's static batch size (the last one padded).
+    """
+
+    def __init__(self, content, num_threads=None):
+        check_tflite_bytes(content)
+        try:
+            self.interpreter = interpreter_class()(model_content=content, num_threads=num_threads or 1)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"LiteRT cannot load the model: {str(error).strip().splitlines()[0]}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.num_threads = num_threads or 1
+
+    @property
+    def input_shape(self):
+        return tuple(int(s) for s in self.input["shape"])
+
+    @property
+    def batch_size(self):
+        return self.input_shape[0]
+
+    def _quantize_input(self, images):
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return images.astype("float32")
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def _dequantize_output(self, values):
+        if self.output["dtype"] == np.float32:
+            return values
+        scale, zero_point = self.output["quantization"]
+        return (values.astype("float32") - zero_point) * scale
+
+    def check_images(self, images):
+        """Raises ValueError unless `images` are `[N, H, W, C]` of the model's image shape."""
+        expected = self.input_shape[1:]
+        shape = tuple(np.shape(images))
+        if len(shape) != 4 or shape[1:] != expected:
+            got = "x".join(str(s) for s in shape[1:]) if len(shape) == 4 else str(shape)
+            raise ValueError(
+                f"images of size {got} do not fit the model, which takes "
+                f"{'x'.join(str(s) for s in expected)} (height x width x channels)"
+            )
+
+    def predict(self, images):
+        """float32 `[N, H, W, C]` raw pixels -> float32 `[N, num_outputs]`."""
+        images = np.asarray(images, dtype="float32")
+        self.check_images(images)
+        batch = self.batch_size
+        outputs = []
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            count = len(chunk)
+            if count < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, axis=0)])
+            self.interpreter.set_tensor(self.input["index"], self._quantize_input(chunk))
+            self.interpreter.invoke()
+            result = self.interpreter.get_tensor(self.output["index"])
+            outputs.append(self._dequantize_output(result)[:count])
+        return np.concatenate(outputs).astype("float32")
+
+    def latency(self, runs=50, warmup=5, images=None):
+        """Median and 90th-percentile milliseconds of one `invoke` (one batch)."""
+        if images is None:
+            images = np.random.default_rng(0).uniform(0, 255, self.input_shape).astype("float32")
+        self.interpreter.set_tensor(self.input["index"], self._quantize_input(images[: self.batch_size]))
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        times = np.asarray(times) * 1e3
+        return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}

@@ -1,0 +1,229 @@
+"""Keras ViT -> `.tflite` through a SavedModel with a static input signature.
+
+`TFLiteConverter.from_concrete_functions` on a Keras 3 model can leave the weights as
+unfrozen resource variables (a tiny file that outputs NaN), so the graph is always
+saved as a SavedModel first and converted with `from_saved_model`; the result is then
+checked against the parameter count and run once under LiteRT.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
+
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+QUANTIZED_MODES = ("int8", "int16x8")
+IO_TYPES = ("float32", "int8", "uint8")
+# Smallest plausible bytes per weight of each mode (weights under 1024 elements stay
+# float in dynamic mode, biases are int32 in int8 mode: both only make files bigger).
+_MIN_BYTES_PER_WEIGHT = {"float32": 4, "float16": 2, "dynamic": 1, "int8": 1, "int16x8": 1}
+
+
+def check_mode(mode):
+    """Raises ValueError naming the modes unless `mode` is one of them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)} (or 'all')")
+
+
+def resolve_graph(model, mode, graph="auto"):
+    """`"integer"` for int8/int16x8 of a keras_vit ViT, else `"keras"`, unless given."""
+    from export.graph import GRAPHS, check_integer_graph_support
+
+    if graph == "auto":
+        if mode not in QUANTIZED_MODES:
+            return "keras"
+        try:
+            check_integer_graph_support(model)
+        except ValueError:
+            return "keras"
+        return "integer"
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be 'auto' or one of {GRAPHS}, got {graph!r}")
+    if graph == "integer":
+        check_integer_graph_support(model)
+    return graph
+
+
+def save_inference_savedmodel(model, path, graph="keras", batch_size=1):
+    """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
+    import tensorflow as tf
+
+    from export.graph import InferenceModule
+
+    module = InferenceModule(model, graph=graph, batch_size=batch_size)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def _unsupported_ops(message):
+    """Op names (e.g. `tf.Erfinv`) in a converter error about ops it cannot express."""
+    return sorted(set(re.findall(r"\b(tf\.[A-Za-z0-9_]+)", message)))
+
+
+def convert(
+    model,
+    mode,
+    representative_images=None,
+    batch_size=1,
+    graph="auto",
+    input_type="float32",
+    output_type="float32",
+):
+    """Converts a Keras model to TFLite bytes.
+
+    Args:
+        model: a Keras model taking `[B, H, W, C]` raw 0..255 pixels.
+        mode: `float32`, `float16`, `dynamic`, `int8` or `int16x8`.
+        representative_images: float32 `[N, H, W, C]` calibration images (int8,
+            int16x8), drawn from the training data.
+        batch_size: the static batch size of the exported graph.
+        graph: `auto`, `keras` or `integer` (see `export.graph`).
+        input_type, output_type: interface type of an `int8` model (`float32`,
+            `int8` or `uint8`); the graph inside is integer either way.
+
+    Returns:
+        The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
+        need Flex (SELECT_TF_OPS) ops, naming them.
+    """
+    import tensorflow as tf
+
+    check_mode(mode)
+    graph = resolve_graph(model, mode, graph)
+    for name, value in (("input_type", input_type), ("output_type", output_type)):
+        if value not in IO_TYPES:
+            raise ValueError(f"{name} must be one of {IO_TYPES}, got {value!r}")
+        if value != "float32" and mode != "int8":
+            raise ValueError(f"{name}={value} needs mode int8 (got mode {mode}); other modes take float32")
+    if mode in QUANTIZED_MODES:
+        if representative_images is None or len(representative_images) == 0:
+            raise ValueError(
+                f"mode {mode} needs calibration images from the training data: pass a dataset (--dataset SPEC)"
+            )
+        representative_images = np.asarray(representative_images, dtype="float32")
+        expected = tuple(model.inputs[0].shape[1:])
+        if representative_images.shape[1:] != expected:
+            raise ValueError(
+                f"calibration images have shape {representative_images.shape[1:]}, the model takes {expected}"
+            )
+
+    with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as folder:
+        save_inference_savedmodel(model, os.path.join(folder, "saved_model"), graph, batch_size)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            os.path.join(folder, "saved_model"), signature_keys=["serving_default"]
+        )
+        # Builtin ops only: a Flex op would silently pull in the TF runtime.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if mode != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode in QUANTIZED_MODES:
+            converter.representative_dataset = _representative_dataset(representative_images, batch_size)
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+                if mode == "int8"
+                else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+        if mode == "int8":
+            converter.inference_input_type = getattr(tf, input_type)
+            converter.inference_output_type = getattr(tf, output_type)
+        try:
+            content = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others
+            message = str(error)
+            ops = _unsupported_ops(message)
+            if ops or "not supported" in message:
+                raise ValueError(
+                    f"mode {mode}: the model needs ops that are not TFLite builtins "
+                    f"({', '.join(ops) or 'see the converter log'}); Flex (SELECT_TF_OPS) is not allowed"
+                ) from None
+            raise
+    check_converted(content, model, mode)
+    return content
+
+
+def _representative_dataset(images, batch_size):
+    def generate():
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            yield [images[start : start + batch_size]]
+
+    return generate
+
+
+def check_converted(content, model, mode):
+    """Catches conversions that went wrong silently: Flex ops, unfrozen weights, NaN outputs."""
+    check_tflite_bytes(content, f"the {mode} conversion")
+    ops = analyze_ops(content)
+    if not ops["all_builtin"]:
+        raise ValueError(f"mode {mode}: the model needs non-builtin ops {', '.join(ops['flex_ops'])}")
+    num_params = int(sum(np.prod(w.shape) for w in model.weights))
+    stored = parameter_bytes(content)
+    # The integer graph folds LayerNorm and scaling weights away: allow 10% slack.
+    if stored < 0.9 * num_params * _MIN_BYTES_PER_WEIGHT[mode] - 4096:
+        raise RuntimeError(
+            f"mode {mode}: the .tflite stores {stored} bytes of weights for {num_params} parameters; "
+            "the weights were not frozen into the file"
+        )
+    from export.runtime import TFLiteRunner
+
+    runner = TFLiteRunner(content)
+    shape = runner.input_shape
+    probe = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
+    outputs = runner.predict(probe)
+    if not np.all(np.isfinite(outputs)):
+        raise RuntimeError(f"mode {mode}: the converted model outputs non-finite values")
+
+
+def write_atomic(path, data):
+    """Writes bytes to `path` through a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def labels_path(tflite_path):
+    """Where the class names of a `.tflite` file live: `NAME.labels.txt` beside it."""
+    root, _ = os.path.splitext(tflite_path)
+    return root + ".labels.txt"
+
+
+def write_tflite(content, path, class_names=None):
+    """Writes a `.tflite` file and its class names (one per line) beside it, atomically."""
+    if not str(path).endswith(".tflite"):
+        raise ValueError(f"TFLite output must end in .tflite, got {path}")
+    if class_names:
+        write_atomic(labels_path(path), ("\n".join(str(n) for n in class_names) + "\n").encode())
+    write_atomic(path, content)
+    return path
+
+
+def read_labels(tflite_path):
+    """Class names written beside a `.tflite` file, or None."""
+    path = labels_path(tflite_path)
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return [line.rstrip("\n") for line in file if line.strip()]
+
+
+def replace_folder(tmp_folder, folder):
+    """Moves a finished folder into place (replacing an old one) so readers never see half of it."""
+    if os.path.exists(folder):
+        old = f"{folder}.old-{os.getpid()}"
+        os.replace(folder, old)
+        os.replace(tmp_folder, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_folder, folder)
