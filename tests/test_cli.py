@@ -1,0 +1,126 @@
+"""The `keras-vit` command line: help, presets, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from training.cli import main
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*argv):
+    """Runs `python -m training ...` in a subprocess; returns (exit code, stdout, stderr)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    env.pop("KERAS_VIT_DEBUG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "training", *argv], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def error_lines(stderr):
+    """stderr lines that are not TensorFlow/absl start-up noise."""
+    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000", "oneDNN", "cuda")
+    return [line for line in stderr.splitlines() if line.strip() and not any(n in line for n in noise)]
+
+
+def test_help_and_presets(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_ti16" in out and "hidden_dim=192" in out and "vit_h14" in out
+
+
+def test_console_script_entry_point_reports_one_line_errors():
+    code, _, stderr = run_cli("train", "--dataset", "imagenet", "--output", "/tmp/kv-never")
+    lines = error_lines(stderr)
+    assert code == 2, stderr
+    assert len(lines) == 1 and "Unknown dataset spec 'imagenet'" in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def _bad_npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("unknown_dataset", "Unknown dataset spec"),
+        ("unknown_preset", "Unknown preset 'vit_q99'; known presets:"),
+        ("npz_missing_keys", "is missing x_test, y_test"),
+        ("npz_length_mismatch", "x_train has 6 images but y_train has 5 labels"),
+        ("labels_out_of_range", "labels outside [0,"),
+        ("not_divisible", "not divisible by patch"),
+        ("empty_folder", "no class sub-folders"),
+        ("bad_tf_config", "TF_CONFIG is not valid JSON"),
+        ("bad_config_file", "cannot parse config file"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, expected):
+    images = np.zeros((6, 8, 8), "uint8")
+    args = ["train", "--output", str(tmp_path / "out"), "--epochs", "1"]
+    if case == "unknown_dataset":
+        args += ["--dataset", "imagenet"]
+    elif case == "unknown_preset":
+        args += ["--preset", "vit_q99"]
+    elif case == "npz_missing_keys":
+        args += ["--dataset", _bad_npz(tmp_path, x_train=images, y_train=np.zeros(6, "int64"))]
+    elif case == "npz_length_mismatch":
+        args += ["--dataset", _bad_npz(tmp_path, x_train=images, y_train=np.zeros(5, "int64"),
+                                       x_test=images, y_test=np.zeros(6, "int64"))]
+    elif case == "labels_out_of_range":
+        args += ["--dataset", _bad_npz(tmp_path, x_train=images, y_train=np.array([0, 1, 2, -3, 1, 0]),
+                                       x_test=images, y_test=np.zeros(6, "int64"))]
+    elif case == "not_divisible":
+        args += ["--image-size", "9", "--patch-size", "2"]
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        args += ["--dataset", f"folder:{tmp_path / 'empty'}"]
+    elif case == "bad_tf_config":
+        monkeypatch.setenv("TF_CONFIG", "{not json")
+    elif case == "bad_config_file":
+        (tmp_path / "c.yaml").write_text("epochs: [unclosed\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+    monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert err.startswith("keras-vit train: error:")
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing.keras"), "--dataset", "digits"]) == 2
+    assert "model not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"\x00" * 100)
+    assert main(["evaluate", str(corrupt), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a valid .keras file" in err and len(err.splitlines()) == 1
+
+
+def test_config_file_and_overrides(tmp_path):
+    from training.commands.train import config_from_args
+    from training.cli import build_parser
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"epochs": 7, "hidden_dim": 32, "dataset": "digits", "learning_rate": 0.01}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--epochs", "3", "--patch-size", "4"])
+    config = config_from_args(args)
+    assert config.epochs == 3 and config.learning_rate == 0.01
+    assert config.model == {"hidden_dim": 32, "patch_size": 4}
+    path.write_text(json.dumps({"hidden_size": 32}))
+    with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
