@@ -552,3 +552,43 @@ def _train_help():
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     return result.stdout
+
+
+def test_fine_tune_from_checkpoint_with_a_new_head(tmp_path, mnist_path):
+    """`keras-vit train --init-from` fine-tunes a 5-class 21x21 checkpoint on 28x28 MNIST."""
+    if "--init-from" not in _train_help():
+        pytest.fail("keras-vit train has no --init-from option")
+    params = random_checkpoint(image_size=21, patch_size=7, channels=1, num_classes=5)
+    checkpoint = write_npz(tmp_path / "gray.npz", params)
+    output = tmp_path / "run"
+    # Two short epochs on 2,048 images: a minute of CPU at most.
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "training", "train",
+            "--dataset", f"npz:{mnist_path}",
+            "--init-from", checkpoint,
+            "--output", str(output),
+            "--epochs", "2", "--limit-train", "2048", "--limit-test", "512",
+            "--warmup-epochs", "0", "--learning-rate", "0.003",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    import keras
+
+    with open(output / "metrics.json") as file:
+        metrics = json.load(file)
+    assert metrics["test_accuracy"] > 0.3  # chance is 0.1
+    model = keras.models.load_model(output / "model.keras")
+    # The checkpoint's encoder (not the preset's) with a new 10-class head and the
+    # position grid resampled from 3x3 to 4x4.
+    assert (model.hidden_dim, model.num_layers, model.num_classes) == (32, 2, 10)
+    assert model.input_scaling == "symmetric" and model.patch_grid == (4, 4)
+    tuned = model_params(model)
+    name = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/value/kernel"
+    assert np.corrcoef(tuned[name].ravel(), params[name].ravel())[0, 1] > 0.9
