@@ -166,7 +166,7 @@ def test_rollout_matches_reference(trained, task, fusion):
     _, (x_test, _) = task
     images = x_test[:5]
     attention = attention_maps(trained, images)
-    maps, matrix = rollout_maps(trained, images, head_fusion=fusion, interpolation="nearest")
+    maps, matrix = rollout_maps(trained, images, head_fusion=fusion, interpolation="nearest", attention=attention)
     np.testing.assert_allclose(maps, nearest_up(reference_rollout(attention, fusion)), atol=1e-5)
     np.testing.assert_allclose(matrix.sum(-1), 1.0, atol=1e-5)
     assert maps.shape == (5, IMAGE, IMAGE) and np.isfinite(maps).all()
@@ -182,12 +182,12 @@ def test_layer_and_head_maps_are_the_class_token_rows(trained, task):
         for head in range(2):
             expected = nearest_up(attention[layer, :, head, 0, 1:].reshape(-1, GRID, GRID))
             np.testing.assert_allclose(heads[:, layer, head], expected, atol=1e-6)
-    last_max = layer_attention_maps(trained, images, head_fusion="max", interpolation="nearest")
+    last_max = layer_attention_maps(trained, images, head_fusion="max", interpolation="nearest", attention=attention)
     np.testing.assert_allclose(last_max, heads[:, -1].max(axis=1), atol=1e-6)
-    one_head = layer_attention_maps(trained, images, layer=0, head=1, interpolation="nearest")
+    one_head = layer_attention_maps(trained, images, layer=0, head=1, interpolation="nearest", attention=attention)
     np.testing.assert_allclose(one_head, heads[:, 0, 1], atol=1e-6)
     with pytest.raises(ValueError, match="layer must be in \\[-2, 2\\)"):
-        layer_attention_maps(trained, images, layer=2)
+        layer_attention_maps(trained, images, layer=2, attention=attention)
 
 
 def test_bilinear_upsampling_keeps_range_and_nearest_keeps_mass():

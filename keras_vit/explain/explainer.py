@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from keras_vit.attention import attention_maps
+from keras_vit.attention import attention_model
 from keras_vit.explain.maps import check_vit, layer_attention_maps, rollout_maps
 from keras_vit.explain.saliency import SALIENCY_METHODS, SaliencyExplainer
 
@@ -110,12 +110,21 @@ class Explainer:
         self.scorecam_channels = scorecam_channels
         self.interpolation = interpolation
         self._saliency = None
+        self._attention_model = None
 
     @property
     def saliency_explainer(self):
         if self._saliency is None:
             self._saliency = SaliencyExplainer(self.model, block=self.block)
         return self._saliency
+
+    def attention(self, images):
+        """Each block's attention `[L, B, h, T, T]`; the attention model is kept, so
+        that later calls reuse its traced predict function."""
+        if self._attention_model is None:
+            self._attention_model = attention_model(self.model)
+        outputs = self._attention_model.predict(check_images(self.model, images), verbose=0)
+        return np.stack([np.asarray(o) for o in outputs])
 
     def probabilities(self, images):
         """Class probabilities `[B, num_classes]` (softmax of the logits)."""
@@ -149,7 +158,7 @@ class Explainer:
 
         attention = None
         if any(m in ATTENTION_METHODS for m in methods):
-            attention = attention_maps(self.model, images)
+            attention = self.attention(images)
         maps = {}
         for method in methods:
             maps[method] = np.nan_to_num(self._one(method, images, class_ids, attention)).astype("float32")
