@@ -86,6 +86,16 @@ class ViT(keras.Model):
             raise ValueError(f"num_layers must be positive, got {num_layers}")
         if include_top and int(num_classes) < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        for rate_name, rate in (
+            ("dropout_rate", dropout_rate),
+            ("attention_dropout_rate", attention_dropout_rate),
+            ("drop_path_rate", drop_path_rate),
+        ):
+            # Checked here too: keras' Dropout words its own error differently, and the
+            # first block's stochastic depth is always 0, so a one-layer model would
+            # otherwise accept any drop_path_rate.
+            if not 0.0 <= float(rate) < 1.0:
+                raise ValueError(f"{rate_name} must be in [0, 1), got {rate}")
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(
                 f"input_scaling must be one of {sorted(INPUT_SCALINGS)}, got {input_scaling!r}"
@@ -167,6 +177,12 @@ class ViT(keras.Model):
             x = pre_logits(x)
         outputs = head(x) if head is not None else x
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        # Keras' default input spec lets a trailing axis of 1 be squeezed, so a
+        # grayscale image fed to an RGB model (or the reverse) would only fail deep in
+        # the patch projection; a strict spec names the expected image shape instead.
+        self.input_spec = keras.InputSpec(
+            shape=(None, *image_size, int(channels)), allow_last_axis_squeeze=False, name="images"
+        )
 
         # === Config ===
         self.image_size = image_size
