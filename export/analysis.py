@@ -29,7 +29,7 @@ def interpreter_class():
 def read_tflite(path):
     """Reads a `.tflite` file, raising ValueError with one line if it is missing or not a model."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"TFLite model not found: {path}")
+        raise ValueError(f"TFLite model not found: {path}")
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, expected a .tflite file")
     with open(path, "rb") as file:

@@ -1,0 +1,104 @@
+"""Exporting several TFLite modes of one model into a folder, with the report beside them."""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from export.calibration import calibration_images, model_image_shape
+from export.evaluate import test_batches
+from export.report import build_report, write_report
+from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, replace_folder, write_tflite
+
+
+def export_modes(
+    model,
+    folder,
+    modes=MODES,
+    dataset_spec=None,
+    class_names=None,
+    data_dir=None,
+    calibration_size=200,
+    batch_size=1,
+    graph="auto",
+    input_type="uint8",
+    output_type="float32",
+    report_limit=None,
+    thread_counts=(1, 2),
+    rounds=5,
+    runs=20,
+    log=print,
+):
+    """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
+    (when a dataset is given) `report.md`/`report.json` into `folder`.
+
+    Everything is built in a temporary folder next to `folder` and moved into place
+    only when all of it succeeded, so a failure leaves no partial output.
+
+    Returns the report rows (empty without a dataset).
+    """
+    modes = list(modes)
+    image_shape = model_image_shape(model)
+    needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
+    if needs_calibration and not dataset_spec:
+        raise ValueError(
+            f"mode(s) {', '.join(m for m in modes if m in QUANTIZED_MODES)} need calibration images: "
+            "pass --dataset SPEC (its training split is used)"
+        )
+    calibration = None
+    if needs_calibration:
+        calibration = calibration_images(dataset_spec, image_shape, calibration_size, data_dir)
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(folder)) + ".tmp-")
+    try:
+        contents, files = {}, {}
+        for mode in modes:
+            log(f"converting {mode} ...")
+            contents[mode] = convert(
+                model,
+                mode,
+                representative_images=calibration,
+                batch_size=batch_size,
+                graph=graph,
+                input_type=input_type if mode == "int8" else "float32",
+                output_type=output_type if mode == "int8" else "float32",
+            )
+            files[mode] = f"model_{mode}.tflite"
+            write_tflite(contents[mode], os.path.join(tmp, files[mode]), class_names)
+        rows = []
+        if dataset_spec:
+            log("evaluating and timing ...")
+            images, labels = [], []
+            for batch, batch_labels in test_batches(dataset_spec, image_shape, data_dir, report_limit):
+                images.append(batch)
+                labels.append(batch_labels)
+            images, labels = np.concatenate(images), np.concatenate(labels)
+            keras_logits = np.asarray(model.predict(images, batch_size=256, verbose=0))
+            rows = build_report(contents, images, labels, keras_logits, thread_counts, rounds, runs, files)
+            write_report(
+                rows,
+                tmp,
+                context={
+                    "dataset": dataset_spec,
+                    "images": len(labels),
+                    "calibration images": calibration_size if needs_calibration else "-",
+                    "batch size": batch_size,
+                    "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",
+                },
+            )
+        if os.path.isdir(folder):
+            # Keep other files in an existing folder; replace ours one by one (atomic each).
+            for name in os.listdir(tmp):
+                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows
+
+
+__all__ = ["export_modes", "labels_path"]

@@ -1,0 +1,81 @@
+"""Accuracy, agreement with Keras and latency of a `.tflite` model on a dataset's test split."""
+
+import os
+
+import numpy as np
+
+from export.analysis import read_tflite
+from export.runtime import TFLiteRunner
+
+
+def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_size=256):
+    """Yields `(float32 images [B, H, W, C] raw pixels, int labels [B])` of the test split.
+
+    Raises ValueError when the dataset's images are not `image_shape`: a model is
+    evaluated on the images it was made for, never on silently resized ones.
+    """
+    from training.data import load_splits, make_pipeline
+
+    height, width, channels = image_shape
+    splits = load_splits(dataset_spec, data_dir=data_dir, image_size=(height, width))
+    shape = splits.info.image_shape
+    if shape is not None and tuple(shape) != (height, width, channels):
+        raise ValueError(
+            f"dataset {dataset_spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
+            f"{height}x{width}x{channels} (height x width x channels)"
+        )
+    test = splits.test if limit is None else splits.test.take(int(limit))
+    for images, labels in make_pipeline(test, (height, width), channels, batch_size, cache=False):
+        yield np.asarray(images, dtype="float32"), np.asarray(labels)
+
+
+def compare_outputs(outputs, reference, labels=None):
+    """Top-1 agreement and logit errors of `outputs` against `reference` (both `[N, K]`)."""
+    outputs, reference = np.asarray(outputs, "float32"), np.asarray(reference, "float32")
+    error = np.abs(outputs - reference)
+    result = {
+        "agreement_with_keras": float(np.mean(outputs.argmax(-1) == reference.argmax(-1))),
+        "max_logit_error": float(error.max()),
+        "mean_logit_error": float(error.mean()),
+    }
+    if labels is not None:
+        result["keras_accuracy"] = float(np.mean(reference.argmax(-1) == labels))
+    return result
+
+
+def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, num_threads=None):
+    """Evaluates a `.tflite` classifier under LiteRT on the test split of `dataset_spec`.
+
+    Returns a dict with `test_accuracy`, `num_images`, `size_bytes`, `median_latency_ms`
+    and `p90_latency_ms` (one batch, usually one image), `agreement_with_keras` and
+    the max/mean logit error against `keras_model` (None without one). Raises
+    ValueError for a missing or corrupt file and for images of the wrong size.
+    """
+    content = read_tflite(tflite_path)
+    runner = TFLiteRunner(content, num_threads=num_threads)
+    outputs, labels, reference = [], [], []
+    for images, batch_labels in test_batches(dataset_spec, runner.input_shape[1:], data_dir, limit):
+        outputs.append(runner.predict(images))
+        labels.append(batch_labels)
+        if keras_model is not None:
+            reference.append(np.asarray(keras_model.predict(images, verbose=0)))
+    if not outputs:
+        raise ValueError(f"dataset {dataset_spec!r} has no test images")
+    outputs, labels = np.concatenate(outputs), np.concatenate(labels)
+    latency = runner.latency()
+    metrics = {
+        "test_accuracy": float(np.mean(outputs.argmax(-1) == labels)),
+        "num_images": int(len(labels)),
+        "size_bytes": int(os.path.getsize(tflite_path)),
+        "median_latency_ms": latency["median_ms"],
+        "p90_latency_ms": latency["p90_ms"],
+        "batch_size": runner.batch_size,
+        "num_threads": runner.num_threads,
+        "dataset": dataset_spec,
+        "agreement_with_keras": None,
+        "max_logit_error": None,
+        "mean_logit_error": None,
+    }
+    if keras_model is not None:
+        metrics.update(compare_outputs(outputs, np.concatenate(reference), labels))
+    return metrics

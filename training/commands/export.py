@@ -1,0 +1,119 @@
+"""`keras-vit export`: a trained model to a serving SavedModel or to TFLite/LiteRT files."""
+
+import os
+
+FORMATS = ("savedmodel", "tflite")
+
+
+def register(subparsers):
+    from export.tflite import IO_TYPES, MODES
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to a SavedModel or TFLite",
+        description="Export a .keras model or training output folder. --format tflite --mode all writes "
+        "every mode into the --output folder with report.md and report.json.",
+    )
+    parser.add_argument("source", help=".keras file or training output folder")
+    parser.add_argument("--format", choices=FORMATS, default="tflite")
+    parser.add_argument("--mode", default="float32", help=f"{' | '.join(MODES)} | all (tflite; default float32)")
+    parser.add_argument("--dataset", help="dataset spec: calibration (training split) and report (test split); "
+                        "defaults to the training config's")
+    parser.add_argument("--data-dir", dest="data_dir", help="TensorFlow Datasets data directory")
+    parser.add_argument("--output", required=True, help=".tflite file, or a folder (savedmodel, --mode all)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=1, help="static batch of the .tflite (default 1)")
+    parser.add_argument("--calibration-size", dest="calibration_size", type=int, default=200,
+                        help="training images used to calibrate int8/int16x8 (default 200)")
+    parser.add_argument("--int8-input", dest="int8_input", choices=IO_TYPES, default="uint8",
+                        help="input type of the int8 model (default uint8: raw pixels, exact)")
+    parser.add_argument("--int8-output", dest="int8_output", choices=IO_TYPES, default="float32",
+                        help="output type of the int8 model (default float32)")
+    parser.add_argument("--graph", choices=("auto", "keras", "integer"), default="auto",
+                        help="auto: the int8-friendly graph for int8/int16x8 of a keras_vit ViT, else Keras's")
+    parser.add_argument("--limit", type=int, help="report on the first N test images only")
+    parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
+    parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
+                        help="(savedmodel) dtype of the serving_default images")
+    parser.set_defaults(func=run)
+
+
+def _model_and_names(source):
+    from training.artifacts import load_class_names, load_keras_model
+
+    model = load_keras_model(source)
+    num_classes = int(model.outputs[0].shape[-1])
+    names = load_class_names(source, num_classes)
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names saved with {source}, but the model has {num_classes} outputs")
+    return model, names
+
+
+def run(args):
+    from export.tflite import MODES, check_mode
+    from training.artifacts import read_training_config
+
+    if args.format == "tflite" and args.mode != "all":
+        check_mode(args.mode)
+        if not args.output.endswith(".tflite"):
+            raise ValueError(f"--output must be a .tflite file for one mode, got {args.output} (a folder needs --mode all)")
+    if args.format == "savedmodel" and args.mode not in ("float32", "all"):
+        raise ValueError(f"--mode {args.mode} applies to --format tflite; a SavedModel is float32")
+    if args.format == "tflite" and args.output.endswith(".tflite") and args.mode == "all":
+        raise ValueError("--mode all writes a folder: give --output a folder, not a .tflite file")
+    dataset = args.dataset or read_training_config(args.source).get("dataset")
+    model, names = _model_and_names(args.source)
+
+    if args.format == "savedmodel":
+        from export.savedmodel import export_savedmodel
+
+        export_savedmodel(model, args.output, names, top_k=args.top_k, input_dtype=args.input_dtype)
+        print(f"wrote SavedModel {args.output} (signatures serving_default, serving_bytes)")
+        return 0
+
+    if args.mode == "all":
+        from export.bundle import export_modes
+
+        rows = export_modes(
+            model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
+            args.graph, args.int8_input, args.int8_output, args.limit,
+        )
+        for row in rows:
+            print(
+                f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
+                f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
+            )
+        print(f"wrote {len(MODES)} models" + (" and report.md/report.json" if rows else "") + f" to {args.output}")
+        return 0
+
+    from export.calibration import calibration_images, model_image_shape
+    from export.tflite import QUANTIZED_MODES, convert, write_tflite
+
+    calibration = None
+    if args.mode in QUANTIZED_MODES:
+        if not dataset:
+            raise ValueError(f"mode {args.mode} needs calibration images: pass --dataset SPEC (its training split is used)")
+        calibration = calibration_images(dataset, model_image_shape(model), args.calibration_size, args.data_dir)
+    content = convert(
+        model, args.mode, calibration, args.batch_size, args.graph,
+        args.int8_input if args.mode == "int8" else "float32",
+        args.int8_output if args.mode == "int8" else "float32",
+    )
+    write_tflite(content, args.output, names)
+    print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode})")
+    return 0
+
+
+def export_after_training(config):
+    """Called by `keras-vit train --export-tflite`: float32, dynamic and int8 models and their
+    report in `OUTPUT/tflite/`."""
+    from export.bundle import export_modes
+
+    model, names = _model_and_names(config.output)
+    folder = os.path.join(config.output, "tflite")
+    rows = export_modes(
+        model, folder, ("float32", "dynamic", "int8"), config.dataset, names, config.data_dir,
+        report_limit=config.limit_test,
+    )
+    for row in rows:
+        print(f"{'tflite ' + row['mode']:<16}accuracy {row['accuracy']:.4f}  {row['size_bytes'] / 1e6:.3f} MB")
+    print(f"{'tflite report':<16}{os.path.join(folder, 'report.md')}")
