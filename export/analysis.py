@@ -75,8 +75,9 @@ def analyze_ops(content):
 
     Returns a dict: `ops` ({name: count}), `all_builtin`, `flex_ops` (names of
     `Flex*`/custom ops), `static` (no dynamic-shape op, no dynamic dimension, no
-    GATHER with run-time indices), `dynamic_ops`, `fully_integer` (every tensor
-    between the input and output edges is an integer type), `float_ops` (ops that
+    GATHER with run-time indices), `dynamic_ops`, `fully_integer` (every op
+    computes on integer tensors, except QUANTIZE of a graph input and DEQUANTIZE of a
+    graph output), `float_ops` (ops that
     compute on float tensors), `input`/`output` dtypes and shapes.
     """
     model = load_model_object(content)
@@ -84,6 +85,7 @@ def analyze_ops(content):
     has_dynamic_dim = False
     for subgraph in model.subgraphs:
         tensors = subgraph.tensors
+        graph_inputs, graph_outputs = set(subgraph.inputs), set(subgraph.outputs)
         is_constant = lambda i: model.buffers[tensors[i].buffer].data is not None  # noqa: E731
         for tensor in tensors:
             if tensor.shapeSignature is not None and any(int(s) < 0 for s in tensor.shapeSignature):
@@ -99,14 +101,15 @@ def analyze_ops(content):
                 dynamic.append(f"{name} (run-time indices)")
             # QUANTIZE of the float input and DEQUANTIZE to the float output are the
             # integer model's interface, not float compute.
-            if name in ("QUANTIZE", "DEQUANTIZE"):
+            if name == "QUANTIZE" and operator.inputs[0] in graph_inputs:
+                continue
+            if name == "DEQUANTIZE" and operator.outputs[0] in graph_outputs:
                 continue
             types = {_TYPE_NAMES.get(tensors[i].type, "?") for i in list(operator.outputs) if i >= 0}
             types |= {_TYPE_NAMES.get(tensors[i].type, "?") for i in operator.inputs if i >= 0 and not is_constant(i)}
             if not types <= _INT_TYPES:
                 float_ops[name] = float_ops.get(name, 0) + 1
     graph = model.subgraphs[0]
-    edge_types = ops.get("QUANTIZE", 0) <= 1 and ops.get("DEQUANTIZE", 0) <= len(graph.outputs)
 
     def describe(ids):
         return [
@@ -120,7 +123,7 @@ def analyze_ops(content):
         "flex_ops": sorted(set(flex)),
         "static": not dynamic and not has_dynamic_dim,
         "dynamic_ops": sorted(set(dynamic)),
-        "fully_integer": not float_ops and edge_types,
+        "fully_integer": not float_ops,
         "float_ops": float_ops,
         "inputs": describe(graph.inputs),
         "outputs": describe(graph.outputs),
@@ -139,7 +142,7 @@ def gpu_compatibility(content):
     with contextlib.redirect_stdout(buffer):
         tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=True)
     text = buffer.getvalue()
-    compatible = "GPU COMPATIBILITY WARNING" not in text and "Not supported op" not in text
+    compatible = "looks compatible with GPU delegate" in text and "GPU COMPATIBILITY WARNING" not in text
     return compatible, text
 
 
