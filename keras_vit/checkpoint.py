@@ -41,7 +41,15 @@ POS_EMBEDDING = "Transformer/posembed_input/pos_embedding"
 # (the same prefixes timm's loader accepts).
 PARAM_PREFIXES = ("", "opt/target/", "params/")
 # Configuration the checkpoint fixes: overriding one with another value is an error.
-ARCHITECTURE_FIELDS = ("patch_size", "channels", "hidden_dim", "num_layers", "num_heads", "mlp_dim")
+ARCHITECTURE_FIELDS = (
+    "patch_size",
+    "channels",
+    "hidden_dim",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "use_class_token",
+)
 
 _BLOCK = "Transformer/encoderblock_{}/"
 _ATTENTION = "MultiHeadDotProductAttention_1/"
@@ -208,6 +216,8 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
     Returns:
         a `ViT` holding the checkpoint's weights.
     """
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
     path = os.fspath(path)
     params = read_checkpoint(path)
     config = checkpoint_config(params)
