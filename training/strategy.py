@@ -68,6 +68,7 @@ def make_strategy(name="auto", tpu_address=None):
     if name == "multiworker":
         if not tf_config:
             raise ValueError("--strategy multiworker needs TF_CONFIG naming the cluster and this task")
+        _patch_keras_multiworker_build()
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
@@ -82,3 +83,55 @@ def set_precision(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     keras.config.set_dtype_policy(precision)
+
+
+def _patch_keras_multiworker_build():
+    """Lets Keras' `fit` build a model under `MultiWorkerMirroredStrategy`.
+
+    Keras 3's TensorFlow trainer (checked on 3.13-3.15) takes the first batch's
+    shapes by `strategy.reduce("MEAN", batch)` in eager mode; the collective
+    strategy cannot reduce `PerReplica` values there ("Attempt to convert a value
+    (PerReplica...) to a Tensor") and `fit` fails before the first step. One
+    local replica's batch has the same shapes, so it is used instead.
+    """
+    from keras import tree
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    if getattr(TensorFlowTrainer, "_keras_vit_multiworker_patch", False):
+        return
+    original = TensorFlowTrainer._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(
+                lambda x: strategy.experimental_local_results(x)[0]
+                if isinstance(x, tf.distribute.DistributedValues) else x,
+                next(it),
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    TensorFlowTrainer._keras_vit_multiworker_patch = True
+
+    # The same trainer averages each step's scalar logs with
+    # `strategy.reduce("MEAN", v, axis=0)`, which fails on 0-d values under the
+    # collective strategy ("Invalid reduction dimension 0"); scalars need axis=None.
+    from keras.src.backend.tensorflow import trainer as trainer_module
+
+    original_reduce = trainer_module.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("mean", "auto"):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None)
+                if isinstance(v, tf.distribute.DistributedValues) or tf.is_tensor(v) else v,
+                values,
+            )
+        return original_reduce(values, strategy, reduction)
+
+    trainer_module.reduce_per_replica = reduce_per_replica
