@@ -162,6 +162,9 @@ def test_vit_logits_and_attention_match_numpy_forward_pass(name):
     assert maps.shape == (config["num_layers"], 3, config["num_heads"], num_tokens, num_tokens)
     np.testing.assert_allclose(maps.sum(axis=-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(maps, expected_attention, atol=1e-5)
+    per_layer = attention_model(model)(images)
+    assert len(per_layer) == config["num_layers"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(per_layer[-1]), expected_attention[-1], atol=1e-5)
     has_class_token = config.get("use_class_token", True)
     rollout_map, _ = attention_rollout(maps, model.patch_grid, has_class_token=has_class_token)
     expected_map, _ = reference_rollout(expected_attention, "mean", has_class_token)
