@@ -24,6 +24,7 @@ The official models take pixels scaled to [-1, 1]; a loaded `ViT` takes raw
 0..255 pixels and scales them that way inside (`input_scaling="symmetric"`).
 """
 
+import numbers
 import os
 import re
 import tempfile
@@ -152,18 +153,14 @@ def checkpoint_config(params):
             f"missing encoderblock_{missing[0]}"
         )
     attention = _BLOCK.format(0) + _ATTENTION
-    _, num_heads, head_dim = _require_rank(
+    _, num_heads, _ = _require_rank(
         params, attention + "query/kernel", 3, "[hidden_dim, num_heads, head_dim]"
     )
     _, mlp_dim = _require_rank(
         params, _BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel", 2, "[hidden_dim, mlp_dim]"
     )
     use_class_token = "cls" in params
-    num_tokens = _require_rank(params, POS_EMBEDDING, 3, "[1, tokens, hidden_dim]")[1]
-    num_patches = num_tokens - int(use_class_token)
-    side = int(round(max(num_patches, 0) ** 0.5))
-    # Every official checkpoint has a square grid; others need image_size from the caller.
-    grid = (side, side) if side > 0 and side * side == num_patches else None
+    grid = _position_grid(params)
     representation_size = None
     if "pre_logits/kernel" in params:
         representation_size = _require_rank(params, "pre_logits/kernel", 2, "[in, representation_size]")[1]
@@ -184,14 +181,21 @@ def checkpoint_config(params):
         "num_classes": num_classes,
         "input_scaling": "symmetric",
         "layer_norm_epsilon": 1e-6,  # Flax's LayerNorm default
-        "_grid": grid,
-        "_head_dim": head_dim,
     }
+
+
+def _position_grid(params):
+    """The `(rows, cols)` of the checkpoint's position grid, or None where it is not square."""
+    num_tokens = _require_rank(params, POS_EMBEDDING, 3, "[1, tokens, hidden_dim]")[1]
+    num_patches = num_tokens - int("cls" in params)
+    side = int(round(max(num_patches, 0) ** 0.5))
+    # Every official checkpoint has a square grid; others need image_size from the caller.
+    return (side, side) if side > 0 and side * side == num_patches else None
 
 
 def _same(value, expected):
     if isinstance(expected, tuple):
-        value = (value, value) if isinstance(value, int) else tuple(value)
+        value = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
     return value == expected
 
 
@@ -221,8 +225,7 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
     path = os.fspath(path)
     params = read_checkpoint(path)
     config = checkpoint_config(params)
-    old_grid = config.pop("_grid")
-    config.pop("_head_dim")
+    old_grid = _position_grid(params)
 
     for field in ARCHITECTURE_FIELDS:
         if field in overrides and not _same(overrides[field], config[field]):

@@ -321,6 +321,21 @@ def test_features_match_keras_hub_backbone(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), expected[:, 0], atol=1e-4, rtol=0)
 
 
+def test_non_square_grid_needs_the_image_size(tmp_path):
+    params = random_checkpoint()
+    params[POS_EMBEDDING] = params[POS_EMBEDDING][:, :9]  # class token + a 2x4 grid
+    path = write_npz(tmp_path / "wide.npz", params)
+    with pytest.raises(ValueError, match=r"Cannot infer the image size.*\(1, 9, 32\) is not a square grid"):
+        load_checkpoint(path)
+    model = load_checkpoint(path, image_size=(16, 32))
+    x = np.random.default_rng(2).integers(0, 256, size=(2, 16, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), flax_reference(params, x / 127.5 - 1.0), atol=1e-4, rtol=0
+    )
+    with pytest.raises(ValueError, match="Cannot resample the position embedding of shape"):
+        load_checkpoint(path, image_size=32)
+
+
 # --- Adapting: new head, new image size ---
 
 
