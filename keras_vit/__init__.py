@@ -1,6 +1,7 @@
 """keras-vit: the Vision Transformer for Keras 3 (TensorFlow backend)."""
 
 from keras_vit import layers
+from keras_vit.checkpoint import load_checkpoint, save_checkpoint
 from keras_vit.attention import attention_maps, attention_model, attention_rollout
 from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock, unpatchify
 from keras_vit.model import ViT
@@ -22,6 +23,8 @@ __all__ = [
     "attention_rollout",
     "build_vit",
     "get_preset",
+    "load_checkpoint",
+    "save_checkpoint",
     "layers",
     "unpatchify",
 ]

@@ -21,21 +21,32 @@ BACKUP_DIR = "backup"
 
 
 def model_config(config, info):
-    """The ViT arguments for a run: preset, then dataset-derived sizes, then overrides."""
+    """The ViT arguments for a run: preset (or checkpoint), dataset-derived sizes, then overrides."""
     from keras_vit.presets import get_preset
 
-    model = get_preset(config.preset)
-    if info.image_shape is not None:
-        model["channels"] = int(info.image_shape[-1])
+    if config.init_from:
+        from keras_vit.checkpoint import checkpoint_config, read_checkpoint
+
+        # The checkpoint decides the architecture and its channels; the pipeline
+        # converts the dataset's images (e.g. gray to RGB) to match.
+        model = checkpoint_config(read_checkpoint(config.init_from))
+    else:
+        model = get_preset(config.preset)
+        if info.image_shape is not None:
+            model["channels"] = int(info.image_shape[-1])
+        if config.preset == "vit_digits" and info.image_shape is not None:
+            model["image_size"] = tuple(info.image_shape[:2])
     model["num_classes"] = info.num_classes
     model.update(config.model)
-    if "image_size" not in config.model and info.image_shape is not None and config.preset == "vit_digits":
-        model["image_size"] = tuple(info.image_shape[:2])
     if model["num_classes"] < info.num_classes:
         raise ValueError(
             f"the model has {model['num_classes']} classes but dataset {info.spec} has {info.num_classes}"
         )
     return model
+
+
+# Options that may differ from the checkpoint when fine-tuning (regularization).
+FINE_TUNE_OPTIONS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate", "representation_size")
 
 
 def build_model(config, model_args):
@@ -45,10 +56,12 @@ def build_model(config, model_args):
     if config.init_from:
         from keras_vit.checkpoint import load_checkpoint
 
+        overrides = {k: v for k, v in config.model.items() if k in FINE_TUNE_OPTIONS}
         return load_checkpoint(
             config.init_from,
             num_classes=model_args["num_classes"],
             image_size=model_args["image_size"],
+            **overrides,
         )
     return ViT(**model_args)
 
