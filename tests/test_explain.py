@@ -262,6 +262,8 @@ def test_all_methods_on_a_saved_and_loaded_model(saved, trained, task):
         assert maps.shape == (3, IMAGE, IMAGE), method
         assert maps.dtype == np.float32 and np.isfinite(maps).all(), method
     np.testing.assert_allclose(explanation.probabilities.sum(-1), 1.0, atol=1e-5)
+    assert explanation.titles["attention"] == "attention, block 1 (mean)"
+    assert explanation.titles["gradcam"] == "Grad-CAM, block 1 input"
     np.testing.assert_array_equal(explanation.class_ids, explanation.probabilities.argmax(-1))
     original, _ = rollout_maps(trained, x_test[:3])
     np.testing.assert_allclose(explanation.maps["rollout"], original, atol=1e-5)

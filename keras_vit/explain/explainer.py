@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_vit.attention import attention_model
 from keras_vit.explain.maps import check_vit, layer_attention_maps, rollout_maps
-from keras_vit.explain.saliency import SALIENCY_METHODS, SaliencyExplainer
+from keras_vit.explain.saliency import SALIENCY_METHODS, SaliencyExplainer, default_block
 
 ATTENTION_METHODS = ("rollout", "attention")
 METHODS = ATTENTION_METHODS + SALIENCY_METHODS
@@ -66,11 +66,13 @@ class Explanation:
         maps: method name -> float32 `[B, H, W]`.
         class_ids: the explained class of each image, `[B]`.
         probabilities: the model's class probabilities `[B, num_classes]`.
+        titles: method name -> a short title saying which block/heads it shows.
     """
 
     maps: dict
     class_ids: np.ndarray
     probabilities: np.ndarray
+    titles: dict = dataclasses.field(default_factory=dict)
 
 
 class Explainer:
@@ -183,7 +185,22 @@ class Explainer:
                     part = None if attention is None else attention[:, j : j + step]
                     chunks[method].append(self._one(method, batch[j : j + step], batch_ids[j : j + step], part))
         maps = {method: np.nan_to_num(np.concatenate(parts)).astype("float32") for method, parts in chunks.items()}
-        return Explanation(maps=maps, class_ids=class_ids, probabilities=probabilities)
+        titles = {method: self.title(method) for method in methods}
+        return Explanation(maps=maps, class_ids=class_ids, probabilities=probabilities, titles=titles)
+
+    def title(self, method):
+        """A picture title for `method` naming the block and heads it is computed from."""
+        name = METHOD_TITLES[method]
+        if method == "rollout":
+            return f"{name} ({self.head_fusion})"
+        if method == "attention":
+            block = self.layer % self.model.num_layers
+            heads = self.head_fusion if self.head is None else f"head {self.head % self.model.num_heads}"
+            return f"{name}, block {block} ({heads})"
+        if method in ("gradcam", "gradcam++", "scorecam"):
+            block = default_block(self.model) if self.block is None else self.block
+            return f"{name}, block {block} input"
+        return name
 
     def _one(self, method, images, class_ids, attention):
         if method == "rollout":

@@ -45,6 +45,8 @@ def save_figure_atomic(figure, path, dpi=100):
 
 
 def _heat_panel(figure, axis, image, heat, cmap, alpha):
+    from matplotlib.ticker import ScalarFormatter
+
     shown, gray = _display_image(image)
     axis.imshow(shown, cmap=gray, interpolation="nearest")
     heat = np.asarray(heat, dtype="float32")
@@ -55,7 +57,11 @@ def _heat_panel(figure, axis, image, heat, cmap, alpha):
         # scale; say so instead of painting it mid-scale as if it meant something.
         low, high = low - 0.5, low + 0.5
     artist = axis.imshow(heat, cmap=cmap, alpha=alpha, vmin=low, vmax=high, interpolation="nearest")
-    colorbar = figure.colorbar(artist, ax=axis, fraction=0.046, pad=0.03, format="%.2g")
+    # No offset ("+5e-3" above the bar collides with the title), and as many
+    # digits as the ticks need to differ (a fixed "%.2g" repeats labels on narrow ranges).
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_powerlimits((-4, 4))
+    colorbar = figure.colorbar(artist, ax=axis, fraction=0.046, pad=0.03, format=formatter)
     colorbar.ax.tick_params(labelsize=6)
     if flat:
         axis.text(
@@ -118,7 +124,8 @@ def render_explanations(
         for col, method in enumerate(methods, start=1):
             _heat_panel(figure, axes[row, col], images[row], explanation.maps[method][row], cmap, alpha)
             if row == 0:
-                axes[row, col].set_title(METHOD_TITLES.get(method, method), fontsize=9)
+                name = explanation.titles.get(method) or METHOD_TITLES.get(method, method)
+                axes[row, col].set_title(name, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
