@@ -74,6 +74,10 @@ def main(argv=None):
         f"SmoothGrad uses {args.smooth_samples} samples; Score-CAM runs all {model.hidden_dim} token channels "
         f"(one masked forward pass each).",
         "",
+        "The first-call column is cumulative in the order shown: rollout's includes tracing the model and the "
+        "attention model (reused by attention), saliency's includes tf-keras-vis cloning the model (reused by "
+        "the other tf-keras-vis methods).",
+        "",
         "| method | median s / image | min s / image | first call s |",
         "|---|---:|---:|---:|",
     ]
