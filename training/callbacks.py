@@ -8,41 +8,43 @@ import keras
 
 
 class AtomicBestModel(keras.callbacks.Callback):
-    """Saves the best model (by `monitor`) to a `.keras` file atomically.
+    """Saves the best model (highest `val_accuracy`, ties broken by lower `val_loss`) atomically.
 
     Keras' `ModelCheckpoint` writes the archive in place, so a run killed while
     saving leaves a truncated `model.keras`; this writes a temporary file in the
-    same folder and renames it over the old one. The best score so far is kept
-    beside the model, so a resumed run does not overwrite a better model.
+    same folder and renames it over the old one. The best scores so far are kept
+    beside the model, so a resumed run does not overwrite a better model. Ties
+    matter on small validation sets, where accuracy takes few distinct values.
     """
 
-    def __init__(self, path, monitor="val_accuracy", mode="max"):
+    def __init__(self, path):
         super().__init__()
         self.path = path
-        self.monitor = monitor
-        self.mode = mode
         self.state_path = f"{path}.best.json"
         self.best = None
         if os.path.exists(self.state_path) and os.path.exists(path):
             with open(self.state_path) as file:
-                self.best = json.load(file).get(monitor)
+                self.best = json.load(file)
 
-    def _better(self, value):
+    def _better(self, accuracy, loss):
         if self.best is None:
             return True
-        return value > self.best if self.mode == "max" else value < self.best
+        return (accuracy, -loss) > (self.best["val_accuracy"], -self.best["val_loss"])
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not self._better(float(value)):
+        logs = logs or {}
+        if "val_accuracy" not in logs:
             return
-        self.best = float(value)
+        accuracy, loss = float(logs["val_accuracy"]), float(logs.get("val_loss", 0.0))
+        if not self._better(accuracy, loss):
+            return
+        self.best = {"val_accuracy": accuracy, "val_loss": loss, "epoch": epoch + 1}
         tmp = f"{self.path}.tmp-{os.getpid()}.keras"
         self.model.save(tmp)
         os.replace(tmp, self.path)
         tmp_state = f"{self.state_path}.tmp"
         with open(tmp_state, "w") as file:
-            json.dump({self.monitor: self.best, "epoch": epoch + 1}, file)
+            json.dump(self.best, file)
         os.replace(tmp_state, self.state_path)
 
 

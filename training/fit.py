@@ -146,6 +146,13 @@ def train(config, verbose=1):
     resumed_epoch = _backup_epoch(backup_dir)
     if resumed_epoch is not None and verbose:
         print(f"Resuming from the backup in {backup_dir}: epoch {resumed_epoch + 1} of {config.epochs}")
+    if resumed_epoch is None and chief:
+        # A fresh run must not append to an older run's history, nor keep its
+        # best score (which would stop the new run from saving its models).
+        for stale in ("history.csv", "metrics.json", artifacts.MODEL_FILE + ".best.json"):
+            if os.path.exists(os.path.join(output, stale)):
+                os.remove(os.path.join(output, stale))
+
     elapsed = ElapsedTime(os.path.join(backup_dir, "elapsed.json"))
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True),
@@ -154,7 +161,7 @@ def train(config, verbose=1):
     ]
     if chief:
         callbacks += [
-            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE), monitor="val_accuracy"),
+            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE)),
             keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=resumed_epoch is not None),
             keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"),
         ]
@@ -164,12 +171,6 @@ def train(config, verbose=1):
                 monitor="val_accuracy", patience=config.early_stopping, restore_best_weights=True
             )
         )
-    if resumed_epoch is None and chief:
-        # A fresh run must not append to the history of an older, finished one.
-        for stale in ("history.csv", "metrics.json"):
-            if os.path.exists(os.path.join(output, stale)):
-                os.remove(os.path.join(output, stale))
-
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
         callbacks=callbacks, verbose=verbose,

@@ -1,0 +1,139 @@
+"""Training end to end: learning on real data, crash and resume, optimizer, evaluation."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from training.cli import main
+from training.config import TrainConfig
+from training.fit import train
+from training.optimization import make_optimizer, warmup_cosine
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
+    x_train, y_train, x_test, y_test = mnist_small
+    path = tmp_path / "mnist2k.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    config = TrainConfig(
+        dataset=f"npz:{path}",
+        output=str(tmp_path / "run"),
+        preset="vit_digits",
+        # 16 tokens of 7x7 pixels keep steps cheap; 1-pixel random shifts keep the
+        # model from memorizing 2,000 images (without them it stops near 88%).
+        model=dict(image_size=28, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4, mlp_dim=128, pooling="gap"),
+        epochs=60,
+        batch_size=64,
+        learning_rate=3e-3,
+        crop_padding=1,
+        label_smoothing=0.1,
+        backup_every=1000,
+    )
+    metrics = train(config, verbose=0)
+    assert metrics["test_accuracy"] >= 0.90, metrics
+    for name in ("config.json", "model.keras", "history.csv", "curves.png", "metrics.json"):
+        assert os.path.exists(tmp_path / "run" / name), name
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["num_params"] == metrics["num_params"] and saved["train_seconds"] > 0
+
+
+def _train_command(output):
+    return [sys.executable, "-m", "training", "train", "--output", str(output), "--backup-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def resumed_digits_run(tmp_path_factory):
+    """The README's default job (digits), killed with SIGKILL mid-run, then run again."""
+    output = tmp_path_factory.mktemp("digits_run")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    metadata = output / "backup" / "training_metadata.json"
+    process = subprocess.Popen(_train_command(output), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and process.poll() is None:
+        if metadata.exists():
+            try:
+                state = json.loads(metadata.read_text())
+            except ValueError:
+                state = {}
+            if state.get("epoch", 0) >= 3 and state.get("batch", 0) > 0:
+                process.send_signal(signal.SIGKILL)
+                killed_at = state
+                break
+        time.sleep(0.2)
+    process.wait()
+    assert killed_at is not None, "the run was not killed mid-epoch (it finished or never wrote a backup)"
+    second = subprocess.run(_train_command(output), env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    return output, killed_at, second
+
+
+def test_killed_run_resumes_and_defaults_reach_95_percent(resumed_digits_run):
+    output, killed_at, second = resumed_digits_run
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from the backup" in second.stdout
+    resumed_epoch = int(second.stdout.split("Resuming from the backup in ")[1].split("epoch ")[1].split()[0])
+    assert resumed_epoch >= 4  # 1-based: did not restart from the first epoch
+    with open(output / "history.csv") as file:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
+    # Epochs before the kill come from the first process, the rest from the second.
+    assert epochs[0] == 0 and epochs[-1] == TrainConfig().epochs - 1
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.95, metrics
+    assert not (output / "backup").exists()  # finished runs leave no backup behind
+    assert "test_accuracy" in second.stdout  # the closing table
+
+
+def test_evaluate_command_matches_training_metrics(resumed_digits_run, capsys):
+    output = resumed_digits_run[0]
+    assert main(["evaluate", str(output)]) == 0
+    printed = capsys.readouterr().out
+    evaluated = json.loads((output / "metrics_eval.json").read_text())
+    trained = json.loads((output / "metrics.json").read_text())
+    assert "test_accuracy" in printed
+    assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
+
+
+def test_weight_decay_skips_biases_norms_class_token_and_positions():
+    from keras_vit import ViT
+
+    model = ViT(image_size=8, channels=1, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3)
+    optimizer = make_optimizer(model, 1e-3, total_steps=100, warmup_steps=10, weight_decay=0.1)
+    decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    skipped = {v.path for v in model.trainable_variables} - decayed
+    assert all(path.endswith("kernel") for path in decayed)
+    assert any("class_token" in p for p in skipped) and any("position_embedding" in p for p in skipped)
+    assert any(p.endswith("bias") for p in skipped) and any(p.endswith("gamma") for p in skipped)
+    assert len(decayed) == 1 + 4 + 1  # patch projection, qkv/out/mlp1/mlp2, head
+
+
+def test_warmup_then_cosine():
+    schedule = warmup_cosine(1e-3, total_steps=110, warmup_steps=10)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
+    assert values[0] == pytest.approx(0.0, abs=1e-9)
+    assert values[1] == pytest.approx(5e-4, rel=1e-4)
+    assert values[2] == pytest.approx(1e-3, rel=1e-4)
+    assert values[3] == pytest.approx(5e-4, rel=1e-3)  # half-way through the cosine
+    assert values[4] == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
+    config = TrainConfig(
+        output=str(tmp_path / precision), epochs=1, limit_train=256, precision=precision, backup_every=1000,
+        model=dict(num_layers=1, hidden_dim=32, mlp_dim=64),
+    )
+    metrics = train(config, verbose=0)
+    model = keras.saving.load_model(tmp_path / precision / "model.keras")
+    assert model.get_layer("encoder_block_0").compute_dtype == precision.split("_")[1]
+    assert model.output.dtype == "float32"
+    assert np.isfinite(metrics["test_loss"])
+    keras.config.set_dtype_policy("float32")
