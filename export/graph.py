@@ -27,17 +27,18 @@ import numpy as np
 import tensorflow as tf
 
 GRAPHS = ("keras", "integer")
+NORMALIZATIONS = ("l2", "rsqrt")
 
 
 def _weights(layer):
     return [np.asarray(w, dtype="float64") for w in layer.get_weights()]
 
 
-def _fold_norm_into_dense(norm, dense):
-    """`Dense(LayerNorm(x))` == `Dense'(normalize(x))`: returns the folded `(kernel, bias)`."""
+def _fold_norm_into_dense(norm, dense, factor=1.0):
+    """`Dense(LayerNorm(x))` == `Dense'(normalize(x) / factor)`: the folded `(kernel, bias)`."""
     gamma, beta = _weights(norm)
     kernel, bias = _weights(dense)
-    return gamma[:, None] * kernel, bias + beta @ kernel
+    return (factor * gamma)[:, None] * kernel, bias + beta @ kernel
 
 
 def check_integer_graph_support(model):
@@ -60,8 +61,13 @@ def check_integer_graph_support(model):
 class ViTWeights:
     """The folded float32 weights of a `keras_vit.ViT`, ready for `integer_forward`."""
 
-    def __init__(self, model):
+    def __init__(self, model, normalization="rsqrt"):
         check_integer_graph_support(model)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = normalization
+        # l2 normalization leaves out LayerNorm's sqrt(D) factor; the Dense after it takes it.
+        factor = model.hidden_dim**0.5 if normalization == "l2" else 1.0
         from keras_vit.model import INPUT_SCALINGS
 
         self.image_size = tuple(model.image_size)
@@ -101,8 +107,8 @@ class ViTWeights:
         query_scale[: self.hidden_dim] = self.head_dim**-0.5
         self.blocks = []
         for block in model.blocks:
-            qkv_kernel, qkv_bias = _fold_norm_into_dense(block.attention_norm, block.qkv)
-            mlp1_kernel, mlp1_bias = _fold_norm_into_dense(block.mlp_norm, block.mlp_dense_1)
+            qkv_kernel, qkv_bias = _fold_norm_into_dense(block.attention_norm, block.qkv, factor)
+            mlp1_kernel, mlp1_bias = _fold_norm_into_dense(block.mlp_norm, block.mlp_dense_1, factor)
             self.blocks.append(
                 {
                     "qkv": (qkv_kernel * query_scale, qkv_bias * query_scale),
@@ -117,20 +123,29 @@ class ViTWeights:
         head = model.get_layer("head")
         self.pre_logits = None
         if model.representation_size:
-            self.pre_logits = _fold_norm_into_dense(norm, model.get_layer("pre_logits"))
+            self.pre_logits = _fold_norm_into_dense(norm, model.get_layer("pre_logits"), factor)
             self.head = tuple(_weights(head))
         else:
-            self.head = _fold_norm_into_dense(norm, head)
+            self.head = _fold_norm_into_dense(norm, head, factor)
 
 
 def _const(array):
     return tf.constant(np.asarray(array, dtype="float32"))
 
 
-def _normalize(x, epsilon):
-    # mean(c * c) rather than SQUARED_DIFFERENCE/variance: MUL and MEAN have int8
-    # XNNPACK kernels; SQUARED_DIFFERENCE and NEG do not.
+def _normalize(x, epsilon, method="rsqrt"):
+    """LayerNorm without gamma/beta; with `method="l2"` divided by sqrt(D) (folded into the next Dense).
+
+    `l2`: `l2_normalize(x - mean)` becomes TFLite's L2_NORMALIZATION, whose int8 kernel
+    sums the squares in int32: exact statistics, where an int8 `c * c` tensor rounds
+    the small squares of most channels to zero (QuantizationDebugger: the int8 RSQRT
+    output was 11 quantization steps off). LayerNorm is `sqrt(D) * l2_normalize(c)`
+    up to `max(sum c^2, D*eps)` instead of `sum c^2 + D*eps` (relative 1e-6 at unit variance).
+    `rsqrt`: `c * rsqrt(mean(c * c) + eps)`, all MUL/MEAN (int8 XNNPACK kernels).
+    """
     centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    if method == "l2":
+        return tf.math.l2_normalize(centered, axis=-1, epsilon=x.shape[-1] * epsilon)
     variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
     return centered * tf.math.rsqrt(variance + epsilon)
 
@@ -166,7 +181,7 @@ def integer_forward(weights, images, batch_size):
     x = tf.reshape(x + _const(w.position)[None], (batch_size * tokens, dim))
 
     for block in w.blocks:
-        qkv = _dense(_normalize(x, w.epsilon), block["qkv"])
+        qkv = _dense(_normalize(x, w.epsilon, w.normalization), block["qkv"])
         query, key, value = tf.split(qkv, 3, axis=-1)
         # v^T per (image, head) by one 4-D transpose: [B, heads, head_dim, T].
         value_t = tf.transpose(tf.reshape(value, (batch_size, tokens, heads, head_dim)), (0, 2, 3, 1))
@@ -183,14 +198,14 @@ def integer_forward(weights, images, batch_size):
             outputs.append(tf.concat(per_head, axis=-1))
         attended = tf.concat(outputs, axis=0) if batch_size > 1 else outputs[0]
         x = x + _dense(attended, block["out"])
-        hidden = tf.nn.gelu(_dense(_normalize(x, w.epsilon), block["mlp1"]), approximate=False)
+        hidden = tf.nn.gelu(_dense(_normalize(x, w.epsilon, w.normalization), block["mlp1"]), approximate=False)
         x = x + _dense(hidden, block["mlp2"])
 
     x = tf.reshape(x, (batch_size, tokens, dim))
     if w.pooling == "token":
-        pooled = _normalize(x[:, 0], w.epsilon)
+        pooled = _normalize(x[:, 0], w.epsilon, w.normalization)
     else:
-        pooled = tf.reduce_mean(_normalize(x[:, int(w.use_class_token):], w.epsilon), axis=1)
+        pooled = tf.reduce_mean(_normalize(x[:, int(w.use_class_token):], w.epsilon, w.normalization), axis=1)
     if w.pre_logits is not None:
         pooled = tf.tanh(_dense(pooled, w.pre_logits))
     logits = _dense(pooled, w.head)
@@ -212,7 +227,7 @@ class InferenceModule(tf.Module):
     converter); `graph="integer"` runs `integer_forward` on folded constants.
     """
 
-    def __init__(self, model, graph="keras", batch_size=1):
+    def __init__(self, model, graph="keras", batch_size=1, normalization="rsqrt"):
         super().__init__()
         if graph not in GRAPHS:
             raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
@@ -222,18 +237,19 @@ class InferenceModule(tf.Module):
         if graph == "integer":
             if batch_size is None:
                 raise ValueError("the integer-friendly graph needs a static batch size")
-            weights = ViTWeights(model)
+            weights = ViTWeights(model, normalization)
 
             def forward(images):
                 return integer_forward(weights, images, int(batch_size))
         else:
-            self.model = model
+            # The model itself is not an attribute: saving it would make TF trace and
+            # save every Keras layer's functions (3x slower export).
             # Keras 3 variables are not tf.Module-trackable themselves; tracking their
             # tf.Variable values makes the SavedModel hold them, so the converter can
             # freeze them (otherwise the .tflite has no weights and outputs NaN).
             self.keras_variables = [variable.value for variable in model.variables]
 
             def forward(images):
-                return self.model(images, training=False)
+                return model(images, training=False)
 
         self.serve = tf.function(forward, input_signature=[spec], autograph=False)

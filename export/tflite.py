@@ -48,20 +48,23 @@ def resolve_graph(model, mode, graph="auto"):
     return graph
 
 
-def save_inference_savedmodel(model, path, graph="keras", batch_size=1):
+def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normalization="rsqrt"):
     """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
     import tensorflow as tf
 
     from export.graph import InferenceModule
 
-    module = InferenceModule(model, graph=graph, batch_size=batch_size)
+    module = InferenceModule(model, graph=graph, batch_size=batch_size, normalization=normalization)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
 
 
 def _unsupported_ops(message):
-    """Op names (e.g. `tf.Erfinv`) in a converter error about ops it cannot express."""
-    return sorted(set(re.findall(r"\b(tf\.[A-Za-z0-9_]+)", message)))
+    """Op names (e.g. `Svd`) in a converter error about ops that are not builtins."""
+    names = re.findall(r"'tf\.([A-Za-z0-9_]+)' op is neither", message)
+    for listed in re.findall(r"(?:Custom|Flex|Select TF) ops: ([^\n]+)", message):
+        names += [name.strip() for name in listed.split(",")]
+    return sorted(set(n for n in names if n))
 
 
 def convert(
@@ -72,6 +75,7 @@ def convert(
     graph="auto",
     input_type="float32",
     output_type="float32",
+    normalization="rsqrt",
 ):
     """Converts a Keras model to TFLite bytes.
 
@@ -84,6 +88,8 @@ def convert(
         graph: `auto`, `keras` or `integer` (see `export.graph`).
         input_type, output_type: interface type of an `int8` model (`float32`,
             `int8` or `uint8`); the graph inside is integer either way.
+        normalization: LayerNorm formulation of the integer graph (`l2` or `rsqrt`,
+            see `export.graph._normalize`).
 
     Returns:
         The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
@@ -111,7 +117,7 @@ def convert(
             )
 
     with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as folder:
-        save_inference_savedmodel(model, os.path.join(folder, "saved_model"), graph, batch_size)
+        save_inference_savedmodel(model, os.path.join(folder, "saved_model"), graph, batch_size, normalization)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             os.path.join(folder, "saved_model"), signature_keys=["serving_default"]
         )

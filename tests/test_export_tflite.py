@@ -1,0 +1,333 @@
+"""TFLite export: parity with Keras per mode, graph facts, the int8-friendly graph, errors.
+
+One tiny ViT is trained per module (a few seconds) on MNIST slices when ../shared/data
+has them, plus the scikit-learn digits upscaled to 28x28 (bundled, so the "generated"
+set always exists); `keras-vit export --mode all` then writes every mode once, and the
+tests read those files.
+"""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+
+CLASS_NAMES = [f"digit {i}" for i in range(10)]
+
+
+def _generated_digits():
+    """scikit-learn's 8x8 digits, bilinearly upscaled to 20x20 and centred in 28x28 like MNIST."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = tf.image.resize(digits.images[..., None] * (255.0 / 16.0), (20, 20)).numpy()
+    out = np.zeros((len(images), 28, 28, 1), "float32")
+    out[:, 4:24, 4:24] = images
+    return np.clip(np.round(out), 0, 255).astype("uint8"), digits.target.astype("int64")
+
+
+def _mnist(train=2000, test=500):
+    path = os.path.join(SHARED_DATA, "mnist.npz")
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as data:
+        return (data["x_train"][:train, ..., None], data["y_train"][:train],
+                data["x_test"][:test, ..., None], data["y_test"][:test])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    import keras
+
+    from keras_vit import ViT
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("export_tflite")
+    gen_x, gen_y = _generated_digits()
+    gen_train, gen_test = slice(0, 1297), slice(1297, 1797)
+    x_train, y_train = [gen_x[gen_train]], [gen_y[gen_train]]
+    x_test, y_test = [gen_x[gen_test]], [gen_y[gen_test]]
+    mnist = _mnist()
+    if mnist is not None:
+        x_train.append(mnist[0]), y_train.append(mnist[1]), x_test.append(mnist[2]), y_test.append(mnist[3])
+    x_train, y_train = np.concatenate(x_train), np.concatenate(y_train)
+    data_path = root / "data.npz"
+    np.savez(data_path, x_train=x_train, y_train=y_train, x_test=np.concatenate(x_test), y_test=np.concatenate(y_test))
+
+    keras.utils.set_random_seed(0)
+    # 14x14 patches: every patch holds part of the digit. With 7x7 patches the blank
+    # border patches of a briefly trained model have near-constant tokens, whose
+    # LayerNorm amplifies int8 rounding (agreement 75-85%; see bench/results_export.md).
+    model = ViT(image_size=28, channels=1, patch_size=14, num_layers=2, num_heads=2, hidden_dim=32,
+                mlp_dim=64, num_classes=10)
+    # The recipe of `keras-vit train` in small: AdamW with weight decay and label
+    # smoothing keep weights and logits bounded, as in any real training run.
+    epochs, batch_size = 8, 64
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, epochs * (len(x_train) // batch_size), warmup_target=2e-3, warmup_steps=len(x_train) // batch_size
+    )
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
+    model.fit(x_train.astype("float32"), keras.utils.to_categorical(y_train, 10), epochs=epochs,
+              batch_size=batch_size, verbose=0)
+    run = root / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    spec = f"npz:{data_path}"
+    (run / "config.json").write_text(json.dumps({"class_names": CLASS_NAMES, "dataset": spec}))
+
+    folder = root / "all"
+    assert main(["export", str(run), "--format", "tflite", "--mode", "all", "--output", str(folder)]) == 0
+    return types.SimpleNamespace(
+        model=model, run=run, folder=folder, spec=spec, root=root,
+        gen=(gen_x[gen_test].astype("float32"), gen_y[gen_test]),
+        mnist=None if mnist is None else (mnist[2].astype("float32"), mnist[3]),
+    )
+
+
+def _content(work, mode):
+    return (work.folder / f"model_{mode}.tflite").read_bytes()
+
+
+def _outputs(work, mode, images):
+    from export.runtime import TFLiteRunner
+
+    return TFLiteRunner(_content(work, mode)).predict(images)
+
+
+def _keras(work, images):
+    return np.asarray(work.model.predict(images, batch_size=256, verbose=0))
+
+
+def test_model_learned_something(work):
+    images, labels = work.gen
+    assert np.mean(_keras(work, images).argmax(-1) == labels) > 0.7
+
+
+@pytest.mark.parametrize("mode, tolerance", [("float32", 1e-4), ("float16", 1e-2)])
+def test_float_logits_match_keras(work, mode, tolerance):
+    images, _ = work.gen
+    assert np.abs(_outputs(work, mode, images) - _keras(work, images)).max() < tolerance
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "int8", "int16x8"])
+def test_quantized_top1_agrees_with_keras_on_generated_digits(work, mode):
+    images, _ = work.gen
+    agreement = np.mean(_outputs(work, mode, images).argmax(-1) == _keras(work, images).argmax(-1))
+    assert agreement >= 0.97, f"{mode}: top-1 agreement {agreement:.3f}"
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "int8"])
+def test_quantized_top1_agrees_with_keras_on_real_mnist(work, mode):
+    if work.mnist is None:
+        pytest.skip(f"mnist.npz not found in {SHARED_DATA} (real datasets live in ../shared/data)")
+    images, labels = work.mnist
+    assert len(images) == 500
+    outputs, reference = _outputs(work, mode, images), _keras(work, images)
+    assert np.mean(outputs.argmax(-1) == reference.argmax(-1)) >= 0.97
+    assert np.mean(outputs.argmax(-1) == labels) > 0.7
+
+
+def test_file_size_matches_parameter_count(work):
+    from export.analysis import parameter_bytes
+
+    params = work.model.count_params()
+    sizes = {mode: parameter_bytes(_content(work, mode)) for mode in ("float32", "float16", "dynamic", "int8")}
+    assert 4 * params <= sizes["float32"] <= 4 * params * 1.05 + 1024
+    assert 2 * params * 0.95 <= sizes["float16"] <= 2 * params * 1.1 + 1024
+    # Quantized: 1 byte per weight plus int32 biases and the few small float tensors.
+    for mode in ("dynamic", "int8"):
+        assert 0.9 * params <= sizes[mode] <= 1.6 * params, (mode, sizes[mode], params)
+
+
+def test_graph_facts(work):
+    from export.analysis import analyze_ops
+
+    facts = {mode: analyze_ops(_content(work, mode)) for mode in ("float32", "float16", "dynamic", "int8", "int16x8")}
+    for mode, fact in facts.items():
+        assert fact["all_builtin"] and not fact["flex_ops"], mode
+        assert fact["static"], (mode, fact["dynamic_ops"])
+        assert fact["inputs"][0]["shape"] == [1, 28, 28, 1]
+    assert facts["int8"]["fully_integer"], facts["int8"]["float_ops"]
+    assert facts["int16x8"]["fully_integer"]
+    assert not facts["float32"]["fully_integer"] and not facts["dynamic"]["fully_integer"]
+    assert facts["int8"]["inputs"][0]["dtype"] == "uint8"
+    # The int8-friendly graph: no int8 BATCH_MATMUL, no SQUARED_DIFFERENCE.
+    assert "BATCH_MATMUL" not in facts["int8"]["ops"] and "SQUARED_DIFFERENCE" not in facts["int8"]["ops"]
+    assert "BATCH_MATMUL" in facts["float32"]["ops"]
+
+
+def test_dynamic_batch_graph_is_reported_not_static(work):
+    from export.analysis import analyze_ops
+    from export.tflite import convert
+
+    facts = analyze_ops(convert(work.model, "float32", batch_size=None))
+    assert not facts["static"]
+
+
+def test_report_rows_and_labels(work):
+    from export.tflite import read_labels
+
+    report = json.loads((work.folder / "report.json").read_text())
+    rows = {row["mode"]: row for row in report["rows"]}
+    assert list(rows) == ["float32", "float16", "dynamic", "int8", "int16x8"]
+    assert rows["float32"]["max_logit_error"] < 1e-4 and rows["float32"]["agreement_with_keras"] == 1.0
+    # A tiny model's file is mostly graph, not weights; the 0.3x target is for real models.
+    assert rows["int8"]["fully_integer"] and rows["int8"]["size_vs_float32"] < 0.6
+    for row in rows.values():
+        assert set(row["latency"]) == {"1", "2"} and row["latency"]["1"]["median_ms"] > 0
+        assert "GPU" in row["gpu_analyzer_output"] and isinstance(row["gpu_compatible"], bool)
+    text = (work.folder / "report.md").read_text()
+    assert "| int8 |" in text and "fully integer" in text
+    assert read_labels(str(work.folder / "model_int8.tflite")) == CLASS_NAMES
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"pooling": "gap", "use_class_token": False},
+        {"representation_size": 16, "classifier_activation": "softmax"},
+        {"input_scaling": "symmetric", "mean": [0.2], "std": [0.7]},
+    ],
+)
+def test_integer_graph_equals_keras_in_float(overrides):
+    """The int8-friendly formulation (folded norms, scaling, per-head FC attention) computes
+    the Keras model's function: checked in float32 TensorFlow before any quantization."""
+    import keras
+
+    from export.graph import InferenceModule
+    from keras_vit import ViT
+
+    model = ViT(image_size=(12, 8), channels=1, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+                mlp_dim=32, num_classes=5, **overrides)
+    rng = np.random.default_rng(1)
+    for weight in model.weights:  # random non-trivial values everywhere (the head starts at zero)
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32") + (1.0 if "gamma" in weight.path else 0.0))
+    images = rng.uniform(0, 255, (3, 12, 8, 1)).astype("float32")
+    module = InferenceModule(model, graph="integer", batch_size=3)
+    expected = np.asarray(model(images))
+    np.testing.assert_allclose(module.serve(images).numpy(), expected, atol=1e-4, rtol=1e-4)
+    del keras
+
+
+def test_flex_ops_are_an_error_naming_them():
+    import keras
+    import tensorflow as tf
+
+    from export.tflite import convert
+
+    class SingularValues(keras.layers.Layer):
+        def call(self, images):
+            return tf.linalg.svd(images[..., 0], compute_uv=False)
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(SingularValues()(inputs)))
+    with pytest.raises(ValueError, match=r"not TFLite builtins \(Svd\).*Flex"):
+        convert(model, "float32")
+
+
+def test_evaluate_tflite_matches_direct_computation(work):
+    from export.evaluate import evaluate_tflite
+
+    path = str(work.folder / "model_int8.tflite")
+    metrics = evaluate_tflite(path, work.spec, keras_model=work.model, limit=300, num_threads=1)
+    images, labels = work.gen
+    outputs = _outputs(work, "int8", images[:300])
+    assert metrics["num_images"] == 300
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels[:300]))
+    assert metrics["agreement_with_keras"] >= 0.97
+    assert metrics["size_bytes"] == os.path.getsize(path) and metrics["median_latency_ms"] > 0
+    assert evaluate_tflite(path, work.spec, limit=10)["agreement_with_keras"] is None
+
+
+def test_profile_times_every_op(work):
+    from export.profile import profile_ops, summarize_profile
+
+    content = _content(work, "int8")
+    rows = profile_ops(content, repeats=2, inner=1)
+    from export.analysis import analyze_ops
+
+    assert len(rows) == sum(analyze_ops(content)["ops"].values())
+    assert all(row["ms"] is not None and row["ms"] > 0 for row in rows)
+    summary = {(r["op"], r["xnnpack"]) for r in summarize_profile(rows)}
+    assert ("FULLY_CONNECTED", True) in summary  # weight projections run in XNNPACK
+
+
+# --- bad input: one-line errors, exit status 2, nothing left behind -------------------
+
+
+def _cli(argv, capsys):
+    from training.cli import main
+
+    status = main(argv)
+    err = capsys.readouterr().err.strip()
+    return status, err
+
+
+def _leftovers(folder):
+    return [name for name in os.listdir(folder) if ".tmp" in name or name.endswith(".tflite")]
+
+
+def test_missing_and_corrupt_keras_file(work, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    status, err = _cli(["export", str(tmp_path / "nope.keras"), "--output", str(out)], capsys)
+    assert status == 2 and "model not found" in err and "\n" not in err
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    status, err = _cli(["export", str(bad), "--output", str(out)], capsys)
+    assert status == 2 and "not a valid .keras file" in err
+    assert _leftovers(tmp_path) == []
+
+
+def test_unknown_mode(work, tmp_path, capsys):
+    status, err = _cli(["export", str(work.run), "--mode", "int4", "--output", str(tmp_path / "m.tflite")], capsys)
+    assert status == 2 and "unknown mode 'int4'" in err and "float32, float16, dynamic, int8, int16x8" in err
+    assert _leftovers(tmp_path) == []
+
+
+def test_int8_without_calibration_data(work, tmp_path, capsys):
+    source = tmp_path / "model.keras"
+    source.write_bytes((work.run / "model.keras").read_bytes())  # no config.json: no dataset
+    status, err = _cli(["export", str(source), "--mode", "int8", "--output", str(tmp_path / "m.tflite")], capsys)
+    assert status == 2 and "needs calibration images" in err and "--dataset" in err
+    status, err = _cli(["export", str(source), "--mode", "all", "--output", str(tmp_path / "all")], capsys)
+    assert status == 2 and "need calibration images" in err
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "all").exists()
+
+
+def test_single_mode_export_writes_file_and_labels(work, tmp_path, capsys):
+    from export.tflite import read_labels
+
+    out = tmp_path / "digits.tflite"
+    status, _ = _cli(["export", str(work.run), "--mode", "dynamic", "--output", str(out)], capsys)
+    assert status == 0 and out.exists()
+    assert read_labels(str(out)) == CLASS_NAMES
+    assert sorted(os.listdir(tmp_path)) == ["digits.labels.txt", "digits.tflite"]
+
+
+def test_evaluate_errors(work, tmp_path):
+    from export.evaluate import evaluate_tflite
+
+    with pytest.raises(ValueError, match="TFLite model not found"):
+        evaluate_tflite(str(tmp_path / "missing.tflite"), work.spec)
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a valid .tflite file"):
+        evaluate_tflite(str(corrupt), work.spec)
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(_content(work, "float32")[:2000])
+    with pytest.raises(ValueError, match="LiteRT cannot load|not a valid"):
+        evaluate_tflite(str(truncated), work.spec)
+    # 8x8 digits are not the 28x28 images the model takes.
+    with pytest.raises(ValueError, match=r"images of size 8x8x1.*takes 28x28x1"):
+        evaluate_tflite(str(work.folder / "model_float32.tflite"), "digits")
+
+
+def test_evaluate_command_on_tflite(work, tmp_path, capsys):
+    status, err = _cli(["evaluate", str(work.folder / "model_int8.tflite"), "--dataset", "digits"], capsys)
+    assert status == 2 and "28x28x1" in err and "\n" not in err
