@@ -28,6 +28,8 @@ RECIPES = {
         "warmup_epochs": 1,
         "crop_padding": 2,
         "label_smoothing": 0.1,
+        "weight_decay": 0.05,
+        "mixup": 0.0,
     },
     # CIFAR-10 from scratch, ViT-Lite style (Hassani et al. 2021): 32x32, patch 4, 4.8M parameters.
     "cifar10": {
@@ -43,6 +45,7 @@ RECIPES = {
         "crop_padding": 4,
         "flip": True,
         "label_smoothing": 0.1,
+        "mixup": 0.2,
     },
 }
 

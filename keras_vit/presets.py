@@ -53,6 +53,7 @@ PRESETS["vit_digits"] = {
     "num_heads": 4,
     "mlp_dim": 128,
     "num_classes": 10,
+    "dropout_rate": 0.1,
 }
 
 

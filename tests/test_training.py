@@ -36,6 +36,8 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
         learning_rate=3e-3,
         crop_padding=1,
         label_smoothing=0.1,
+        weight_decay=0.05,
+        mixup=0.0,
         backup_every=1000,
     )
     metrics = train(config, verbose=0)
