@@ -28,6 +28,7 @@ def export_modes(
     thread_counts=(1, 2),
     rounds=5,
     runs=20,
+    float_fallback=(),
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -36,9 +37,17 @@ def export_modes(
     Everything is built in a temporary folder next to `folder` and moved into place
     only when all of it succeeded, so a failure leaves no partial output.
 
+    With `float_fallback` (see `export.tflite.convert`), an extra int8 model with those
+    parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
+
     Returns the report rows (empty without a dataset).
     """
     modes = list(modes)
+    jobs = [(mode, mode, ()) for mode in modes]
+    if float_fallback:
+        if "int8" not in modes:
+            raise ValueError("float fallback applies to the int8 mode; include int8 in the modes")
+        jobs.append((f"int8+float:{','.join(float_fallback)}", "int8", tuple(float_fallback)))
     image_shape = model_image_shape(model)
     needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
     if needs_calibration and not dataset_spec:
@@ -54,9 +63,9 @@ def export_modes(
     tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(folder)) + ".tmp-")
     try:
         contents, files = {}, {}
-        for mode in modes:
-            log(f"converting {mode} ...")
-            contents[mode] = convert(
+        for name, mode, fallback in jobs:
+            log(f"converting {name} ...")
+            contents[name] = convert(
                 model,
                 mode,
                 representative_images=calibration,
@@ -64,9 +73,10 @@ def export_modes(
                 graph=graph,
                 input_type=input_type if mode == "int8" else "float32",
                 output_type=output_type if mode == "int8" else "float32",
+                float_fallback=fallback,
             )
-            files[mode] = f"model_{mode}.tflite"
-            write_tflite(contents[mode], os.path.join(tmp, files[mode]), class_names)
+            files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
+            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
         rows = []
         if dataset_spec:
             log("evaluating and timing ...")

@@ -28,6 +28,9 @@ import tensorflow as tf
 
 GRAPHS = ("keras", "integer")
 NORMALIZATIONS = ("l2", "rsqrt")
+# fully_connected: per-head FCs with run-time weights (int8-fast); batch_matmul: the
+# Keras layout, for an attention core kept in float (export.tflite float_fallback).
+ATTENTIONS = ("fully_connected", "batch_matmul")
 
 
 def _weights(layer):
@@ -61,8 +64,11 @@ def check_integer_graph_support(model):
 class ViTWeights:
     """The folded float32 weights of a `keras_vit.ViT`, ready for `integer_forward`."""
 
-    def __init__(self, model, normalization="rsqrt"):
+    def __init__(self, model, normalization="rsqrt", attention="fully_connected"):
         check_integer_graph_support(model)
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention = attention
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.normalization = normalization
@@ -134,14 +140,16 @@ def _const(array):
 
 
 def _normalize(x, epsilon, method="rsqrt"):
-    """LayerNorm without gamma/beta; with `method="l2"` divided by sqrt(D) (folded into the next Dense).
+    """LayerNorm without gamma/beta (those are folded into the next Dense).
 
-    `l2`: `l2_normalize(x - mean)` becomes TFLite's L2_NORMALIZATION, whose int8 kernel
-    sums the squares in int32: exact statistics, where an int8 `c * c` tensor rounds
-    the small squares of most channels to zero (QuantizationDebugger: the int8 RSQRT
-    output was 11 quantization steps off). LayerNorm is `sqrt(D) * l2_normalize(c)`
-    up to `max(sum c^2, D*eps)` instead of `sum c^2 + D*eps` (relative 1e-6 at unit variance).
-    `rsqrt`: `c * rsqrt(mean(c * c) + eps)`, all MUL/MEAN (int8 XNNPACK kernels).
+    `rsqrt` (default): `c * rsqrt(mean(c * c) + eps)` with `c = x - mean(x)`: MUL, MEAN
+    and SUB have int8 XNNPACK kernels (Keras's SQUARED_DIFFERENCE and NEG do not).
+    `l2`: `l2_normalize(c)`, TFLite's L2_NORMALIZATION, whose int8 kernel sums the
+    squares in int32, where the int8 `c * c` tensor rounds small squares to zero; it
+    is LayerNorm divided by sqrt(D) (folded into the next Dense), up to
+    `max(sum c^2, D*eps)` for `sum c^2 + D*eps`. Measured: same top-1 agreement as
+    `rsqrt` on our models (bench/results_export.md), but not run by XNNPACK, so
+    `rsqrt` stays the default.
     """
     centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
     if method == "l2":
@@ -183,6 +191,16 @@ def integer_forward(weights, images, batch_size):
     for block in w.blocks:
         qkv = _dense(_normalize(x, w.epsilon, w.normalization), block["qkv"])
         query, key, value = tf.split(qkv, 3, axis=-1)
+        if w.attention == "batch_matmul":
+            # The Keras layout: 4-D BATCH_MATMULs, for a float attention core.
+            split = lambda t, perm: tf.transpose(tf.reshape(t, (batch_size, tokens, heads, head_dim)), perm)  # noqa: E731
+            scores = tf.matmul(split(query, (0, 2, 1, 3)), split(key, (0, 2, 3, 1)))
+            attended = tf.matmul(tf.nn.softmax(scores, axis=-1), split(value, (0, 2, 1, 3)))
+            attended = tf.reshape(tf.transpose(attended, (0, 2, 1, 3)), (batch_size * tokens, dim))
+            x = x + _dense(attended, block["out"])
+            hidden = tf.nn.gelu(_dense(_normalize(x, w.epsilon, w.normalization), block["mlp1"]), approximate=False)
+            x = x + _dense(hidden, block["mlp2"])
+            continue
         # v^T per (image, head) by one 4-D transpose: [B, heads, head_dim, T].
         value_t = tf.transpose(tf.reshape(value, (batch_size, tokens, heads, head_dim)), (0, 2, 3, 1))
         value_t = tf.split(tf.reshape(value_t, (batch_size * heads * head_dim, tokens)), batch_size * heads)
@@ -227,7 +245,7 @@ class InferenceModule(tf.Module):
     converter); `graph="integer"` runs `integer_forward` on folded constants.
     """
 
-    def __init__(self, model, graph="keras", batch_size=1, normalization="rsqrt"):
+    def __init__(self, model, graph="keras", batch_size=1, normalization="rsqrt", attention="fully_connected"):
         super().__init__()
         if graph not in GRAPHS:
             raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
@@ -237,7 +255,7 @@ class InferenceModule(tf.Module):
         if graph == "integer":
             if batch_size is None:
                 raise ValueError("the integer-friendly graph needs a static batch size")
-            weights = ViTWeights(model, normalization)
+            weights = ViTWeights(model, normalization, attention)
 
             def forward(images):
                 return integer_forward(weights, images, int(batch_size))

@@ -133,7 +133,7 @@ def format_markdown(rows, title="Export report", context=None):
     for r in rows:
         ops = ", ".join(f"{name} x{count}" for name, count in r["ops"].items())
         lines.append(f"- **{r['mode']}**: {ops}")
-        if r["float_ops"] and r["mode"] in ("int8", "int16x8"):
+        if r["float_ops"] and r["mode"].startswith("int"):
             lines.append(f"  - float ops: {r['float_ops']}")
         if not r["gpu_compatible"]:
             lines.append(f"  - GPU Analyzer: {_gpu_summary(r['gpu_analyzer_output'])}")

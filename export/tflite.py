@@ -18,6 +18,9 @@ from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 QUANTIZED_MODES = ("int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
+# Parts of an int8 model that may stay float (selective fallback), and the TFLite ops
+# that make them up. The model is then not fully integer.
+FLOAT_FALLBACKS = {"attention": ("BATCH_MATMUL", "SOFTMAX"), "gelu": ("GELU",)}
 # Smallest plausible bytes per weight of each mode (weights under 1024 elements stay
 # float in dynamic mode, biases are int32 in int8 mode: both only make files bigger).
 _MIN_BYTES_PER_WEIGHT = {"float32": 4, "float16": 2, "dynamic": 1, "int8": 1, "int16x8": 1}
@@ -48,13 +51,14 @@ def resolve_graph(model, mode, graph="auto"):
     return graph
 
 
-def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normalization="rsqrt"):
+def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normalization="rsqrt",
+                              attention="fully_connected"):
     """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
     import tensorflow as tf
 
     from export.graph import InferenceModule
 
-    module = InferenceModule(model, graph=graph, batch_size=batch_size, normalization=normalization)
+    module = InferenceModule(model, graph, batch_size, normalization, attention)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
 
@@ -76,6 +80,7 @@ def convert(
     input_type="float32",
     output_type="float32",
     normalization="rsqrt",
+    float_fallback=(),
 ):
     """Converts a Keras model to TFLite bytes.
 
@@ -90,6 +95,9 @@ def convert(
             `int8` or `uint8`); the graph inside is integer either way.
         normalization: LayerNorm formulation of the integer graph (`l2` or `rsqrt`,
             see `export.graph._normalize`).
+        float_fallback: for `int8`, parts kept in float (`attention`: the 4-D
+            BATCH_MATMUL + SOFTMAX core, `gelu`), which XNNPACK then runs in float:
+            faster and more accurate on CPU, but not fully integer.
 
     Returns:
         The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
@@ -98,6 +106,12 @@ def convert(
     import tensorflow as tf
 
     check_mode(mode)
+    float_fallback = tuple(float_fallback or ())
+    unknown = sorted(set(float_fallback) - set(FLOAT_FALLBACKS))
+    if unknown:
+        raise ValueError(f"unknown float fallback {', '.join(unknown)}; expected some of {', '.join(FLOAT_FALLBACKS)}")
+    if float_fallback and mode != "int8":
+        raise ValueError(f"float fallback applies to mode int8, not {mode}")
     graph = resolve_graph(model, mode, graph)
     for name, value in (("input_type", input_type), ("output_type", output_type)):
         if value not in IO_TYPES:
@@ -117,7 +131,10 @@ def convert(
             )
 
     with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as folder:
-        save_inference_savedmodel(model, os.path.join(folder, "saved_model"), graph, batch_size, normalization)
+        attention = "batch_matmul" if "attention" in float_fallback else "fully_connected"
+        save_inference_savedmodel(
+            model, os.path.join(folder, "saved_model"), graph, batch_size, normalization, attention
+        )
         converter = tf.lite.TFLiteConverter.from_saved_model(
             os.path.join(folder, "saved_model"), signature_keys=["serving_default"]
         )
@@ -138,7 +155,14 @@ def convert(
             converter.inference_input_type = getattr(tf, input_type)
             converter.inference_output_type = getattr(tf, output_type)
         try:
-            content = converter.convert()
+            if float_fallback:
+                content = _convert_with_fallback(converter, float_fallback, representative_images, batch_size)
+                # The debugger path ignores inference_input/output_type: set them after.
+                from tensorflow.lite.python.util import modify_model_io_type
+
+                content = modify_model_io_type(content, getattr(tf, input_type), getattr(tf, output_type))
+            else:
+                content = converter.convert()
         except Exception as error:  # the converter raises ConverterError and others
             message = str(error)
             ops = _unsupported_ops(message)
@@ -150,6 +174,21 @@ def convert(
             raise
     check_converted(content, model, mode)
     return content
+
+
+def _convert_with_fallback(converter, float_fallback, images, batch_size):
+    """Full-int8 conversion with the ops of `float_fallback` kept float (QuantizationDebugger's
+    denylist, the converter's supported way to exclude ops from quantization)."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    ops = [op for part in float_fallback for op in FLOAT_FALLBACKS[part]]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=_representative_dataset(images[: 2 * batch_size], batch_size),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=ops),
+    )
+    return debugger.get_nondebug_quantized_model()
 
 
 def _representative_dataset(images, batch_size):

@@ -331,3 +331,25 @@ def test_evaluate_errors(work, tmp_path):
 def test_evaluate_command_on_tflite(work, tmp_path, capsys):
     status, err = _cli(["evaluate", str(work.folder / "model_int8.tflite"), "--dataset", "digits"], capsys)
     assert status == 2 and "28x28x1" in err and "\n" not in err
+
+
+def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
+    from export.analysis import analyze_ops
+    from export.calibration import calibration_images
+    from export.runtime import TFLiteRunner
+    from export.tflite import convert
+
+    calibration = calibration_images(work.spec, (28, 28, 1), 100)
+    content = convert(work.model, "int8", calibration, input_type="uint8", float_fallback=("attention", "gelu"))
+    facts = analyze_ops(content)
+    assert not facts["fully_integer"]
+    assert set(facts["float_ops"]) >= {"BATCH_MATMUL", "SOFTMAX", "GELU"}
+    assert "FULLY_CONNECTED" not in facts["float_ops"]  # the projections stay int8
+    assert facts["inputs"][0]["dtype"] == "uint8"
+    images, _ = work.gen
+    outputs = TFLiteRunner(content).predict(images)
+    assert np.mean(outputs.argmax(-1) == _keras(work, images).argmax(-1)) >= 0.97
+    with pytest.raises(ValueError, match="unknown float fallback layernorm"):
+        convert(work.model, "int8", calibration, float_fallback=("layernorm",))
+    with pytest.raises(ValueError, match="applies to mode int8"):
+        convert(work.model, "float16", float_fallback=("gelu",))

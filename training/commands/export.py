@@ -30,11 +30,18 @@ def register(subparsers):
                         help="output type of the int8 model (default float32)")
     parser.add_argument("--graph", choices=("auto", "keras", "integer"), default="auto",
                         help="auto: the int8-friendly graph for int8/int16x8 of a keras_vit ViT, else Keras's")
+    parser.add_argument("--float-fallback", dest="float_fallback", default="",
+                        help="int8: comma list of parts kept float (attention, gelu); faster on CPU, "
+                        "not fully integer (with --mode all: an extra model)")
     parser.add_argument("--limit", type=int, help="report on the first N test images only")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
                         help="(savedmodel) dtype of the serving_default images")
     parser.set_defaults(func=run)
+
+
+def _fallback(args):
+    return tuple(part.strip() for part in args.float_fallback.split(",") if part.strip())
 
 
 def _model_and_names(source):
@@ -76,13 +83,14 @@ def run(args):
         rows = export_modes(
             model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
             args.graph, args.int8_input, args.int8_output, args.limit,
+            float_fallback=_fallback(args),
         )
         for row in rows:
             print(
                 f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
                 f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
             )
-        print(f"wrote {len(MODES)} models" + (" and report.md/report.json" if rows else "") + f" to {args.output}")
+        print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "") + f" to {args.output}")
         return 0
 
     from export.calibration import calibration_images, model_image_shape
@@ -97,6 +105,7 @@ def run(args):
         model, args.mode, calibration, args.batch_size, args.graph,
         args.int8_input if args.mode == "int8" else "float32",
         args.int8_output if args.mode == "int8" else "float32",
+        float_fallback=_fallback(args),
     )
     write_tflite(content, args.output, names)
     print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode})")
