@@ -73,6 +73,7 @@ def main():
         ("ours", "float32", "keras"),
         ("ours", "dynamic", "keras"),
         ("ours", "int8", "integer"),
+        ("ours", "int8+float:attention,gelu", "integer"),
         ("ours", "int8", "keras"),
         ("keras-hub", "float32", "keras"),
         ("keras-hub", "dynamic", "keras"),
@@ -83,7 +84,8 @@ def main():
         key = f"{name} {mode} ({graph} graph)"
         print(f"converting {key} ...", flush=True)
         model = models[name]
-        contents[key] = convert(model, mode, calibration, graph=graph)
+        fallback = tuple(mode.split(":")[1].split(",")) if ":" in mode else ()
+        contents[key] = convert(model, mode.split("+")[0], calibration, graph=graph, float_fallback=fallback)
         outputs = TFLiteRunner(contents[key]).predict(probe)
         reference = np.asarray(model.predict(probe, verbose=0))
         ops = analyze_ops(contents[key])

@@ -182,13 +182,18 @@ def _convert_with_fallback(converter, float_fallback, images, batch_size):
     import tensorflow as tf
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    import warnings
+
     ops = [op for part in float_fallback for op in FLOAT_FALLBACKS[part]]
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter,
-        debug_dataset=_representative_dataset(images[: 2 * batch_size], batch_size),
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=ops),
-    )
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():
+        # The debugger runs its own tf.lite.Interpreter internally (deprecation warning).
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=_representative_dataset(images[: 2 * batch_size], batch_size),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=ops),
+        )
+        return debugger.get_nondebug_quantized_model()
 
 
 def _representative_dataset(images, batch_size):
