@@ -23,10 +23,15 @@ def calibration_images(dataset_spec, image_shape, count=200, data_dir=None, seed
     if int(count) < 1:
         raise ValueError(f"calibration size must be at least 1, got {count}")
     height, width, channels = image_shape
-    splits = load_splits(dataset_spec, data_dir=data_dir)
+    splits = load_splits(dataset_spec, data_dir=data_dir, image_size=(height, width))
+    shape = splits.info.image_shape
+    if shape is not None and tuple(shape) != (height, width, channels):
+        raise ValueError(
+            f"dataset {dataset_spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
+            f"{height}x{width}x{channels}; calibrate with the data the model was trained on"
+        )
     train = splits.train.shuffle(min(20 * int(count), 50_000), seed=seed).take(int(count))
-    batches = make_pipeline(train, (height, width), channels, batch_size=256, cache=False)
-    images = np.concatenate([np.asarray(x) for x, _ in batches])
-    if len(images) == 0:
+    batches = [np.asarray(x) for x, _ in make_pipeline(train, (height, width), channels, 256, cache=False)]
+    if not batches:
         raise ValueError(f"dataset {dataset_spec!r} has no training images to calibrate with")
-    return images.astype("float32")
+    return np.concatenate(batches).astype("float32")

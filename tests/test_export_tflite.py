@@ -353,3 +353,16 @@ def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
         convert(work.model, "int8", calibration, float_fallback=("layernorm",))
     with pytest.raises(ValueError, match="applies to mode int8"):
         convert(work.model, "float16", float_fallback=("gelu",))
+
+
+def test_calibration_images_come_from_training_split_and_check_size(work):
+    from export.calibration import calibration_images
+
+    images = calibration_images(work.spec, (28, 28, 1), 50)
+    assert images.shape == (50, 28, 28, 1) and images.dtype == np.float32
+    assert images.max() > 100  # raw 0..255 pixels, not rescaled
+    with np.load(str(work.spec.split(":", 1)[1])) as data:
+        train = {image.tobytes() for image in data["x_train"].astype("float32")}
+    assert all(image.tobytes() in train for image in images)
+    with pytest.raises(ValueError, match="images of size 8x8x1.*28x28x1"):
+        calibration_images("digits", (28, 28, 1), 10)
