@@ -141,14 +141,14 @@ class TransformerBlock(keras.layers.Layer):
         self.built = True
 
     def _split_heads(self, x, num_tokens):
-        # [B, T, D] -> [B, heads, T, head_dim]
+        # [B*T, D] -> [B, heads, T, head_dim]
         x = ops.reshape(x, (-1, num_tokens, self.num_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def self_attention(self, x, training=None):
-        """Multi-head self-attention on normalized tokens: `[B, T, D]` -> (`[B, T, D]`, `[B, h, T, T]`)."""
-        num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-        qkv = self.qkv(x)
+    def _attend(self, flat_x, num_tokens, training=None):
+        """Self-attention on normalized tokens flattened to `[B*T, D]`: returns the
+        output projection `[B*T, D]` and the weights `[B, h, T, T]`."""
+        qkv = self.qkv(flat_x)
         query, key, value = ops.split(qkv, 3, axis=-1)
         # Scaling the query (T x head_dim) is cheaper than scaling the scores (T x T).
         query = self._split_heads(query * ops.cast(self.head_dim**-0.5, qkv.dtype), num_tokens)
@@ -160,15 +160,30 @@ class TransformerBlock(keras.layers.Layer):
         # Softmax in float32 so that float16 training does not overflow the logits.
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), qkv.dtype)
         attended = ops.matmul(self.attention_dropout(weights, training=training), value)
-        attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (-1, num_tokens, self.hidden_dim))
+        attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (-1, self.hidden_dim))
         return self.attention_output(attended), weights
 
+    def self_attention(self, x, training=None):
+        """Multi-head self-attention on normalized tokens: `[B, T, D]` -> (`[B, T, D]`, `[B, h, T, T]`)."""
+        num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+        attended, weights = self._attend(ops.reshape(x, (-1, self.hidden_dim)), num_tokens, training)
+        return ops.reshape(attended, (-1, num_tokens, self.hidden_dim)), weights
+
     def call(self, x, training=None, return_attention_scores=False):
-        attended, weights = self.self_attention(self.attention_norm(x), training=training)
+        # Every Dense runs on a 2-D `[B*T, D]` view (reshapes are free): Keras maps a
+        # 3-D Dense to tensordot, whose reshapes sit between MatMul and the bias add,
+        # while on 2-D TensorFlow's grappler/oneDNN fuse MatMul + bias (+ GELU) into
+        # one kernel (measured on ViT-Ti/16: see bench/results_perf.md). The residual
+        # stream stays `[B, T, D]`, so DropPath still drops whole samples.
+        num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+        shape = (-1, num_tokens, self.hidden_dim)
+        flat = ops.reshape(self.attention_norm(x), (-1, self.hidden_dim))
+        attended, weights = self._attend(flat, num_tokens, training=training)
+        attended = ops.reshape(attended, shape)
         x = x + self.drop_path(self.dropout(attended, training=training), training=training)
-        hidden = self.mlp_dense_1(self.mlp_norm(x))
+        hidden = self.mlp_dense_1(ops.reshape(self.mlp_norm(x), (-1, self.hidden_dim)))
         hidden = keras.activations.gelu(hidden, approximate=False)
-        hidden = self.mlp_dense_2(self.dropout(hidden, training=training))
+        hidden = ops.reshape(self.mlp_dense_2(self.dropout(hidden, training=training)), shape)
         x = x + self.drop_path(self.dropout(hidden, training=training), training=training)
         if return_attention_scores:
             return x, weights
