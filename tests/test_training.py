@@ -30,7 +30,10 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
         preset="vit_digits",
         # 16 tokens of 7x7 pixels keep steps cheap; 1-pixel random shifts keep the
         # model from memorizing 2,000 images (without them it stops near 88%).
-        model=dict(image_size=28, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4, mlp_dim=128, pooling="gap"),
+        model=dict(
+            image_size=28, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4, mlp_dim=128, pooling="gap",
+            dropout_rate=0.0,
+        ),
         epochs=60,
         batch_size=64,
         learning_rate=3e-3,
