@@ -1,7 +1,7 @@
 """Why a briefly trained small ViT can lose top-1 agreement under full int8: blank patches.
 
 Trains the tiny test ViT (2 layers, hidden 32) on 2,000 MNIST images for each patch size
-and reports int8 (integer graph, rsqrt and l2 LayerNorm) top-1 agreement with Keras on
+and reports int8 (folded graph, rsqrt and l2 LayerNorm) top-1 agreement with Keras on
 500 MNIST test images. With 4x4 or 7x7 patches many patches are blank: their tokens are
 bias + position embedding, nearly constant, and LayerNorm divides their tiny deviations
 by a tiny standard deviation, so int8 rounding of the shared residual scale is blown up.

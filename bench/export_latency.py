@@ -72,8 +72,8 @@ def main():
     plan = [
         ("ours", "float32", "keras"),
         ("ours", "dynamic", "keras"),
-        ("ours", "int8", "integer"),
-        ("ours", "int8+float:attention,gelu", "integer"),
+        ("ours", "int8", "folded"),
+        ("ours", "int8+float:attention,gelu", "folded"),
         ("ours", "int8", "keras"),
         ("keras-hub", "float32", "keras"),
         ("keras-hub", "dynamic", "keras"),

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--plan", default="float32:keras,int8:keras,int8:integer,dynamic:keras")
+    parser.add_argument("--plan", default="float32:keras,int8:keras,int8:folded,dynamic:keras")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 

@@ -20,7 +20,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source")
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--graph", default="integer", choices=("integer", "keras"))
+    parser.add_argument("--graph", default="folded", choices=("folded", "keras"))
     parser.add_argument("--calibration-size", type=int, default=200)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()

@@ -28,8 +28,8 @@ def register(subparsers):
                         help="input type of the int8 model (default uint8: raw pixels, exact)")
     parser.add_argument("--int8-output", dest="int8_output", choices=IO_TYPES, default="float32",
                         help="output type of the int8 model (default float32)")
-    parser.add_argument("--graph", choices=("auto", "keras", "integer"), default="auto",
-                        help="auto: the int8-friendly graph for int8/int16x8 of a keras_vit ViT, else Keras's")
+    parser.add_argument("--graph", choices=("auto", "keras", "folded"), default="auto",
+                        help="auto: the folded graph (export.graph) for a keras_vit ViT, else the Keras model's")
     parser.add_argument("--float-fallback", dest="float_fallback", default="",
                         help="int8: comma list of parts kept float (attention, gelu); faster on CPU, "
                         "not fully integer (with --mode all: an extra model)")
