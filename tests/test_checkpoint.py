@@ -586,6 +586,8 @@ def test_fine_tune_from_checkpoint_with_a_new_head(tmp_path, mnist_path):
             "train",
             "--dataset", f"npz:{mnist_path}",
             "--init-from", checkpoint,
+            # Fine-tune at 28x28 rather than the checkpoint's 21x21 (positions resampled).
+            "--image-size", "28",
             "--output", str(output),
             "--epochs", "2", "--limit-train", "2048", "--limit-test", "512",
             "--warmup-epochs", "0", "--learning-rate", "0.003",
