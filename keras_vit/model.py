@@ -170,8 +170,12 @@ class ViT(keras.Model):
         if normalization is not None:
             x = normalization(x)
         x = embedding_dropout(patch_encoder(patches(x)))
-        for block in blocks:
-            x = block(x)
+        for i, block in enumerate(blocks):
+            # A class-token head reads token 0 alone, so the last block computes only
+            # that token (same logits, ~1/num_layers less work; ViT.tokens() still
+            # returns every token).
+            last_only = pooling == "token" and use_class_token and i == len(blocks) - 1
+            x = block(x, first_token_only=True) if last_only else block(x)
         x = pool(encoder_norm(x))
         if pre_logits is not None:
             x = pre_logits(x)

@@ -145,13 +145,18 @@ class TransformerBlock(keras.layers.Layer):
         x = ops.reshape(x, (-1, num_tokens, self.num_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def _attend(self, flat_x, num_tokens, training=None):
+    def _attend(self, flat_x, num_tokens, training=None, first_token_only=False):
         """Self-attention on normalized tokens flattened to `[B*T, D]`: returns the
-        output projection `[B*T, D]` and the weights `[B, h, T, T]`."""
+        output projection `[B*T, D]` and the weights `[B, h, T, T]` (with
+        `first_token_only`, token 0's query alone: `[B, D]` and `[B, h, 1, T]`)."""
         qkv = self.qkv(flat_x)
         query, key, value = ops.split(qkv, 3, axis=-1)
+        query_tokens = num_tokens
+        if first_token_only:
+            query = ops.reshape(query, (-1, num_tokens, self.hidden_dim))[:, 0]
+            query_tokens = 1
         # Scaling the query (T x head_dim) is cheaper than scaling the scores (T x T).
-        query = self._split_heads(query * ops.cast(self.head_dim**-0.5, qkv.dtype), num_tokens)
+        query = self._split_heads(query * ops.cast(self.head_dim**-0.5, qkv.dtype), query_tokens)
         key = ops.transpose(
             ops.reshape(key, (-1, num_tokens, self.num_heads, self.head_dim)), (0, 2, 3, 1)
         )
@@ -169,16 +174,21 @@ class TransformerBlock(keras.layers.Layer):
         attended, weights = self._attend(ops.reshape(x, (-1, self.hidden_dim)), num_tokens, training)
         return ops.reshape(attended, (-1, num_tokens, self.hidden_dim)), weights
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, first_token_only=False):
+        """`[B, T, D]` -> `[B, T, D]`; with `first_token_only=True`, only token 0's output
+        `[B, 1, D]` (attention `[B, h, 1, T]`): all a class-token head reads from the
+        last block, for about 1/T of its query, projection and MLP work."""
         # Every Dense runs on a 2-D `[B*T, D]` view (reshapes are free): Keras maps a
         # 3-D Dense to tensordot, whose reshapes sit between MatMul and the bias add,
         # while on 2-D TensorFlow's grappler/oneDNN fuse MatMul + bias (+ GELU) into
         # one kernel (measured on ViT-Ti/16: see bench/results_perf.md). The residual
         # stream stays `[B, T, D]`, so DropPath still drops whole samples.
         num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-        shape = (-1, num_tokens, self.hidden_dim)
         flat = ops.reshape(self.attention_norm(x), (-1, self.hidden_dim))
-        attended, weights = self._attend(flat, num_tokens, training=training)
+        attended, weights = self._attend(flat, num_tokens, training, first_token_only)
+        if first_token_only:
+            x = x[:, :1]
+        shape = (-1, 1 if first_token_only else num_tokens, self.hidden_dim)
         attended = ops.reshape(attended, shape)
         x = x + self.drop_path(self.dropout(attended, training=training), training=training)
         hidden = self.mlp_dense_1(ops.reshape(self.mlp_norm(x), (-1, self.hidden_dim)))
