@@ -1,26 +1,28 @@
-"""The inference graphs that get exported: the Keras model itself, or an int8-friendly
-re-formulation of a `keras_vit.ViT` that computes the same function.
+"""The inference graphs that get exported: the Keras model itself, or the "folded"
+re-formulation of a `keras_vit.ViT` that computes the same function (the default).
 
-Why a second graph (measured on ViT-Ti/16 at 224, LiteRT 2.3, one thread; see
-bench/results_export.md): the converter turns the attention products of the Keras graph
-into int8 `BATCH_MATMUL`, which XNNPACK does not run (both operands are activations)
-and whose builtin kernel took 66 of 85 ms; its LayerNorm becomes an int8
-`SQUARED_DIFFERENCE` (not delegated, 8 ms) plus float `NEG` islands. This graph:
+Why (ViT-Ti/16 at 224, LiteRT 2.3, one thread; see bench/results_export.md): the converter
+turns the attention products of the Keras graph into int8 `BATCH_MATMUL`, which XNNPACK does
+not run (both operands are activations) and whose builtin kernel took 36 of 55 ms; its
+LayerNorm becomes an int8 `SQUARED_DIFFERENCE` (not delegated, 8 ms) plus float `NEG`
+islands. Straightforward int8 was 1.7x slower than float32; this graph makes it 0.54x. It:
 
 - folds the input scaling / normalization into the patch projection, so raw 0..255
   pixels go straight into the first matrix product (uint8 input is then exact);
 - runs every projection as a 2-D `FULLY_CONNECTED` on `[B*T, D]` (XNNPACK int8);
-- writes each head's `q k^T` and `a v` as `FULLY_CONNECTED` with a run-time weight
-  operand (`matmul(q, k, transpose_b=True)` and `matmul(a, v^T, transpose_b=True)`, with
-  `v^T` made by one 4-D transpose), which the builtin int8 kernel runs ~10x faster than
-  int8 `BATCH_MATMUL`;
+- in integer modes, writes each head's `q k^T` and `a v` as `FULLY_CONNECTED` with a
+  run-time weight operand (`matmul(q, k, transpose_b=True)`, `matmul(a, v^T,
+  transpose_b=True)` with `v^T` made by one 4-D transpose), which the builtin int8 kernel
+  runs ~10x faster than int8 `BATCH_MATMUL`; in float it keeps 4-D `BATCH_MATMUL`, which
+  XNNPACK runs fast in float;
 - normalizes with `c = x - mean; c * rsqrt(mean(c * c) + eps)` (no SQUARED_DIFFERENCE /
   NEG) and folds each LayerNorm's gamma/beta into the Dense that follows it, and the
-  attention scale into the query weights, so no per-channel MUL/ADD is quantized.
+  attention scale into the query weights, so no per-channel MUL/ADD is quantized;
+- with class-token pooling, sends only the class token through the last block's output
+  projection and MLP (its other tokens are never read).
 
 All folds are exact in real arithmetic; `tests/test_export_tflite.py` checks the float
-graph against Keras. The float modes keep the Keras graph: XNNPACK runs its float
-`BATCH_MATMUL` fast, and float32 parity is then exact by construction.
+graph against Keras (max difference ~4e-06).
 """
 
 import numpy as np
@@ -249,7 +251,9 @@ class InferenceModule(tf.Module):
     """A `tf.Module` whose `serve` maps float32 raw-pixel images to logits.
 
     `graph="keras"` calls the Keras model (its variables are tracked and frozen by the
-    converter); `graph="folded"` runs `folded_forward` on folded constants.
+    converter); `graph="folded"` runs `folded_forward` on folded constants, with the
+    LayerNorm form `normalization` (`rsqrt` or `l2`) and `attention` (`fully_connected`
+    for integer modes, `batch_matmul` for float). Input `[batch_size, H, W, C]`.
     """
 
     def __init__(self, model, graph="keras", batch_size=1, normalization="rsqrt", attention="fully_connected"):

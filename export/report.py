@@ -107,7 +107,8 @@ def format_markdown(rows, title="Export report", context=None):
     if context:
         lines.append("")
     if rows:
-        lines.append(f"Keras accuracy on the same images: {rows[0]['keras_accuracy']:.4f} ({context.get('images', '?') if context else '?'} images)")
+        images = (context or {}).get("images", "?")
+        lines.append(f"Keras accuracy on the same images: {rows[0]['keras_accuracy']:.4f} ({images} images)")
         lines.append("")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
