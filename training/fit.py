@@ -173,7 +173,7 @@ def train(config, verbose=1):
         )
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks, verbose=verbose,
+        callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles
     )
     train_seconds = elapsed.total_seconds
 
