@@ -83,7 +83,7 @@ def main(argv=None):
     run.add_argument("--modes", nargs="+", help="only these modes (see bench/throughput.py)")
     run.add_argument("--out", help="folder of results_perf.md/.json and ratios.png")
     run.add_argument("--artifacts", default=DEFAULT_ARTIFACTS,
-                     help="folder for exported SavedModel/TFLite files (reused between runs)")
+                     help="where each run makes (and then removes) its SavedModel/TFLite files")
     run.set_defaults(func=_all)
     report = sub.add_parser("report", help="re-make Markdown and chart from results_perf.json")
     report.add_argument("results")

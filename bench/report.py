@@ -48,6 +48,37 @@ def summarize(results):
     return rows
 
 
+def target_lines(rows):
+    """One line per config and kind (inference at batch 32, training): the best path of
+    ours against the targets (x keras-hub on the same path, fraction of matmul rate)."""
+    lines = []
+    kinds = {"inference": ("compiled", "xla", "predict"), "training": ("fit", "fit_xla")}
+    for config in dict.fromkeys(r["config"] for r in rows):
+        for kind, modes in kinds.items():
+            candidates = [r for r in rows if r["config"] == config and r["mode"] in modes
+                          and r["batch"] == 32 and "ratio" in r]
+            if not candidates:
+                continue
+            best = max(candidates, key=lambda r: r["ours"]["ips"])
+            ratio_target, matmul_target = TARGETS[kind]
+            ratio_ok = "met" if best["ratio"] >= ratio_target else "not met"
+            mm_ok = "met" if best["ours"]["of_matmul"] >= matmul_target else "not met"
+            peer_best = max(candidates, key=lambda r: r["keras_hub"]["ips"])
+            lines.append(
+                f"- {config} {kind}, best of ours (`{best['mode']}`, {best['ours']['ips']:.1f} img/s) "
+                f"vs best of keras-hub (`{peer_best['mode']}`, {peer_best['keras_hub']['ips']:.1f} "
+                f"img/s): {best['ours']['ips'] / peer_best['keras_hub']['ips']:.2f}x."
+            )
+            lines.append(
+                f"- {config} {kind} (fastest path of ours: `{best['mode']}`): "
+                f"{best['ratio']:.2f}x keras-hub on that path (CPU time {best['ratio_cpu']:.2f}x; "
+                f"target {ratio_target}x: {ratio_ok}), "
+                f"{100 * best['ours']['of_matmul']:.0f}% of the matmul rate "
+                f"(target {100 * matmul_target:.0f}%: {mm_ok})."
+            )
+    return lines
+
+
 def _side(s):
     if not s:
         return "-", "-", "-", "-"
@@ -109,6 +140,9 @@ def markdown(rows, machine, command, elapsed_s):
                 f"| {ratio} | {cpu} |"
             )
         lines.append("")
+    targets = target_lines(rows)
+    if targets:
+        lines += ["### Against the targets of issue 7", ""] + targets + [""]
     return "\n".join(lines)
 
 
@@ -134,7 +168,7 @@ def chart(rows, path):
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("throughput ratio keras-vit / keras-hub (higher is faster)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.35 * len(rows) + 1.5)), ncol=4)
     fig.tight_layout()
     fd, staging = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
     os.close(fd)
