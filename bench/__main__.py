@@ -1,7 +1,7 @@
 """Benchmarks of keras-vit.
 
     python -m bench all --quick        # ~5 min: CIFAR config, ViT-Ti/16 compiled paths
-    python -m bench all --full         # everything (ViT-Ti/16, ViT-S/16, CIFAR; ~1 h on 2 cores)
+    python -m bench all --full         # ViT-Ti/16, ViT-S/16, CIFAR (~30 min on 2 cores)
     python -m bench report results_perf.json   # re-make the Markdown and chart from raw results
 
 `all --full` writes bench/results_perf.md, bench/results_perf.json and bench/ratios.png;
