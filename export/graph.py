@@ -1,7 +1,7 @@
 """The inference graphs that get exported: the Keras model itself, or the "folded"
 re-formulation of a `keras_vit.ViT` that computes the same function (the default).
 
-Why (ViT-Ti/16 at 224, LiteRT 2.3, one thread; see bench/results_export.md): the converter
+Why (ViT-Ti/16 at 224, LiteRT 2.3, one thread; see BENCHMARKS.md, section 3): the converter
 turns the attention products of the Keras graph into int8 `BATCH_MATMUL`, which XNNPACK does
 not run (both operands are activations) and whose builtin kernel took 36 of 55 ms; its
 LayerNorm becomes an int8 `SQUARED_DIFFERENCE` (not delegated, 8 ms) plus float `NEG`
@@ -150,7 +150,7 @@ def _normalize(x, epsilon, method="rsqrt"):
     squares in int32, where the int8 `c * c` tensor rounds small squares to zero; it
     is LayerNorm divided by sqrt(D) (folded into the next Dense), up to
     `max(sum c^2, D*eps)` for `sum c^2 + D*eps`. Measured: same top-1 agreement as
-    `rsqrt` on our models (bench/results_export.md), but not run by XNNPACK, so
+    `rsqrt` on our models (BENCHMARKS.md, section 3), but not run by XNNPACK, so
     `rsqrt` stays the default.
     """
     centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)

@@ -61,7 +61,7 @@ def work(tmp_path_factory):
     keras.utils.set_random_seed(0)
     # 14x14 patches: every patch holds part of the digit. With 7x7 patches the blank
     # border patches of a briefly trained model have near-constant tokens, whose
-    # LayerNorm amplifies int8 rounding (agreement 75-85%; see bench/results_export.md).
+    # LayerNorm amplifies int8 rounding (agreement 75-85%; see BENCHMARKS.md, section 3).
     model = ViT(image_size=28, channels=1, patch_size=14, num_layers=2, num_heads=2, hidden_dim=32,
                 mlp_dim=64, num_classes=10)
     # The recipe of `keras-vit train` in small: AdamW with weight decay and label

@@ -181,7 +181,7 @@ class TransformerBlock(keras.layers.Layer):
         # Every Dense runs on a 2-D `[B*T, D]` view (reshapes are free): Keras maps a
         # 3-D Dense to tensordot, whose reshapes sit between MatMul and the bias add,
         # while on 2-D TensorFlow's grappler/oneDNN fuse MatMul + bias (+ GELU) into
-        # one kernel (measured on ViT-Ti/16: see bench/results_perf.md). The residual
+        # one kernel (measured on ViT-Ti/16: see BENCHMARKS.md, section 1). The residual
         # stream stays `[B, T, D]`, so DropPath still drops whole samples.
         num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
         flat = ops.reshape(self.attention_norm(x), (-1, self.hidden_dim))
