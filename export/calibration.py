@@ -18,18 +18,12 @@ def calibration_images(dataset_spec, image_shape, count=200, data_dir=None, seed
     result), shuffled with `seed` so that every class is represented, and prepared
     exactly as training prepares them (`training.data.prepare_images`).
     """
-    from training.data import load_splits, make_pipeline
+    from training.data import load_splits_for_model, make_pipeline
 
     if int(count) < 1:
         raise ValueError(f"calibration size must be at least 1, got {count}")
     height, width, channels = image_shape
-    splits = load_splits(dataset_spec, data_dir=data_dir, image_size=(height, width))
-    shape = splits.info.image_shape
-    if shape is not None and tuple(shape) != (height, width, channels):
-        raise ValueError(
-            f"dataset {dataset_spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
-            f"{height}x{width}x{channels}; calibrate with the data the model was trained on"
-        )
+    splits = load_splits_for_model(dataset_spec, image_shape, data_dir)
     train = splits.train.shuffle(min(20 * int(count), 50_000), seed=seed).take(int(count))
     batches = [np.asarray(x) for x, _ in make_pipeline(train, (height, width), channels, 256, cache=False)]
     if not batches:

@@ -14,16 +14,10 @@ def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_siz
     Raises ValueError when the dataset's images are not `image_shape`: a model is
     evaluated on the images it was made for, never on silently resized ones.
     """
-    from training.data import load_splits, make_pipeline
+    from training.data import load_splits_for_model, make_pipeline
 
     height, width, channels = image_shape
-    splits = load_splits(dataset_spec, data_dir=data_dir, image_size=(height, width))
-    shape = splits.info.image_shape
-    if shape is not None and tuple(shape) != (height, width, channels):
-        raise ValueError(
-            f"dataset {dataset_spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
-            f"{height}x{width}x{channels} (height x width x channels)"
-        )
+    splits = load_splits_for_model(dataset_spec, image_shape, data_dir)
     test = splits.test if limit is None else splits.test.take(int(limit))
     for images, labels in make_pipeline(test, (height, width), channels, batch_size, cache=False):
         yield np.asarray(images, dtype="float32"), np.asarray(labels)

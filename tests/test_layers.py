@@ -5,20 +5,9 @@ import json
 import keras
 import numpy as np
 import pytest
-from scipy.special import erf
 
 from keras_vit.layers import DropPath, PatchEncoder, Patches, TokenPooling, TransformerBlock
-
-
-def layer_norm(x, gamma, beta, epsilon=1e-6):
-    mean = x.mean(axis=-1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+from numpy_reference import gelu, layer_norm, softmax
 
 
 def reference_block(x, w, num_heads):
@@ -37,7 +26,7 @@ def reference_block(x, w, num_heads):
     x = x + attended @ w["attention_output/kernel"] + w["attention_output/bias"]
     h = layer_norm(x, w["mlp_norm/gamma"], w["mlp_norm/beta"])
     h = h @ w["mlp_dense_1/kernel"] + w["mlp_dense_1/bias"]
-    h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))  # exact GELU
+    h = gelu(h)
     x = x + h @ w["mlp_dense_2/kernel"] + w["mlp_dense_2/bias"]
     return x, attention
 

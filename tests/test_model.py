@@ -6,30 +6,15 @@ import json
 import keras
 import numpy as np
 import pytest
-from scipy.special import erf
 
 from keras_vit import PRESETS, ViT, attention_maps, attention_model, attention_rollout
+from numpy_reference import gelu, layer_norm, softmax
 
 # ---------------------------------------------------------------------------
 # Independent NumPy ViT (float64), written from the paper's equations.
 # ---------------------------------------------------------------------------
 
 SCALINGS = {"unit": (1 / 255, 0.0), "symmetric": (2 / 255, -1.0), "none": (1.0, 0.0)}
-
-
-def layer_norm(x, gamma, beta, epsilon=1e-6):
-    mean = x.mean(axis=-1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def gelu(x):
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
 
 
 def patchify(images_nhwc, patch_height, patch_width):

@@ -74,6 +74,23 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
     )
 
 
+def load_splits_for_model(spec, image_shape, data_dir=None):
+    """`load_splits` for a trained model: its images must already be `image_shape` (H, W, C).
+
+    Calibration and evaluation use the images a model was made for, never silently
+    resized ones, so a dataset of another size is an error.
+    """
+    height, width, channels = image_shape
+    splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
+    shape = splits.info.image_shape
+    if shape is not None and tuple(shape) != (height, width, channels):
+        raise ValueError(
+            f"dataset {spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
+            f"{height}x{width}x{channels} (height x width x channels); use the data the model was trained on"
+        )
+    return splits
+
+
 # --- array sources -----------------------------------------------------------------
 
 
@@ -363,5 +380,8 @@ def make_pipeline(
     if training and augmenter is not None:
         if num_classes is None:
             raise ValueError("augmentation needs one-hot labels: pass num_classes")
-        ds = ds.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
+        # Sequential on purpose: the Keras augmentation layers draw from stateful seed
+        # generators, and parallel calls would hand out their states in a racy order,
+        # breaking determinism under a seed.
+        ds = ds.map(augmenter)
     return ds.prefetch(tf.data.AUTOTUNE)
