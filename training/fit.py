@@ -3,11 +3,8 @@
 import json
 import math
 import os
-import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from training import artifacts
 from training.augment import make_augmenter

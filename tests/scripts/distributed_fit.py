@@ -4,7 +4,6 @@ Usage: distributed_fit.py MODE OUT.npz, MODE one of `one_device`, `mirrored`, `m
 Logical CPU devices must be configured before TensorFlow starts, hence a separate process.
 """
 
-import os
 import sys
 
 import numpy as np

@@ -1,6 +1,6 @@
 """`keras-vit train`: train a ViT on a dataset spec and write an output folder."""
 
-from training.config import MODEL_FIELDS, TrainConfig, merge_config, read_config_file
+from training.config import TrainConfig, merge_config, read_config_file
 
 
 def _size(text):
