@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock
+from keras_vit.layers.transformer_block import check_rates
 from keras_vit.layers.patches import int_pair, normalize_patch_size, patch_grid
 from keras_vit.presets import get_preset
 
@@ -86,16 +87,14 @@ class ViT(keras.Model):
             raise ValueError(f"num_layers must be positive, got {num_layers}")
         if include_top and int(num_classes) < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        for rate_name, rate in (
-            ("dropout_rate", dropout_rate),
-            ("attention_dropout_rate", attention_dropout_rate),
-            ("drop_path_rate", drop_path_rate),
-        ):
-            # Checked here too: keras' Dropout words its own error differently, and the
-            # first block's stochastic depth is always 0, so a one-layer model would
-            # otherwise accept any drop_path_rate.
-            if not 0.0 <= float(rate) < 1.0:
-                raise ValueError(f"{rate_name} must be in [0, 1), got {rate}")
+        # Checked here too: keras' Dropout words its own error differently, and the
+        # first block's stochastic depth is always 0, so a one-layer model would
+        # otherwise accept any drop_path_rate.
+        check_rates(
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=drop_path_rate,
+        )
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(
                 f"input_scaling must be one of {sorted(INPUT_SCALINGS)}, got {input_scaling!r}"

@@ -4,6 +4,13 @@ import keras
 from keras import ops
 
 
+def check_rates(**rates):
+    """Raises a ValueError naming the first rate (dropout, stochastic depth) outside [0, 1)."""
+    for name, rate in rates.items():
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {rate}")
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class DropPath(keras.layers.Layer):
     """Stochastic depth: drops a whole residual branch per sample while training.
@@ -84,13 +91,11 @@ class TransformerBlock(keras.layers.Layer):
             raise ValueError(
                 f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})"
             )
-        for name, rate in (
-            ("dropout_rate", dropout_rate),
-            ("attention_dropout_rate", attention_dropout_rate),
-            ("drop_path_rate", drop_path_rate),
-        ):
-            if not 0.0 <= float(rate) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        check_rates(
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=drop_path_rate,
+        )
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.mlp_dim = mlp_dim
