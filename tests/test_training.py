@@ -15,7 +15,7 @@ import pytest
 from training.cli import main
 from training.config import TrainConfig
 from training.fit import train
-from training.optimization import make_optimizer, warmup_cosine
+from training.optimization import ProgressWarmupCosine, make_optimizer, warmup_cosine
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +52,8 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
 
 
 def _train_command(output):
-    return [sys.executable, "-m", "training", "train", "--output", str(output), "--backup-every", "5"]
+    # The README's main job (`keras-vit train --export-tflite`), with frequent backups.
+    return [sys.executable, "-m", "training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,22 @@ def test_killed_run_resumes_and_defaults_reach_95_percent(resumed_digits_run):
     assert "test_accuracy" in second.stdout  # the closing table
 
 
+def test_main_job_exports_tflite_models_that_match_keras(resumed_digits_run):
+    output, _, second = resumed_digits_run
+    folder = output / "tflite"
+    for mode in ("float32", "dynamic", "int8"):
+        assert (folder / f"model_{mode}.tflite").stat().st_size > 0, mode
+        assert (folder / f"model_{mode}.labels.txt").read_text().split() == [str(i) for i in range(10)]
+        assert f"tflite {mode}" in second.stdout
+    report = json.loads((folder / "report.json").read_text())
+    rows = {row["mode"]: row for row in report["rows"]}
+    keras_accuracy = json.loads((output / "metrics.json").read_text())["test_accuracy"]
+    assert rows["float32"]["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
+    assert rows["int8"]["accuracy"] >= keras_accuracy - 0.01
+    assert rows["int8"]["fully_integer"] and rows["int8"]["agreement_with_keras"] >= 0.97
+    assert (folder / "report.md").exists()
+
+
 def test_evaluate_command_matches_training_metrics(resumed_digits_run, capsys):
     output = resumed_digits_run[0]
     assert main(["evaluate", str(output)]) == 0
@@ -128,6 +145,41 @@ def test_warmup_then_cosine():
     assert values[2] == pytest.approx(1e-3, rel=1e-4)
     assert values[3] == pytest.approx(5e-4, rel=1e-3)  # half-way through the cosine
     assert values[4] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_progress_schedule_follows_time_or_steps_whichever_is_further():
+    schedule = ProgressWarmupCosine(1e-3, total_steps=100, warmup_fraction=0.1)
+
+    def rate(step, time_share):
+        schedule.time_progress.assign(time_share)
+        return float(schedule(step))
+
+    assert rate(0, 0.0) == pytest.approx(0.0, abs=1e-9)
+    assert rate(5, 0.0) == pytest.approx(5e-4, rel=1e-4)  # warm-up by steps
+    assert rate(0, 0.05) == pytest.approx(5e-4, rel=1e-4)  # warm-up by time
+    assert rate(10, 0.0) == pytest.approx(1e-3, rel=1e-4)
+    # p = 0.55: half-way through the cosine, reached by steps or by time.
+    assert rate(55, 0.2) == pytest.approx(5e-4, rel=1e-3)
+    assert rate(10, 0.55) == pytest.approx(5e-4, rel=1e-3)
+    assert rate(10, 1.0) == pytest.approx(0.0, abs=1e-9)
+    assert rate(100, 0.0) == pytest.approx(0.0, abs=1e-9)
+    restored = ProgressWarmupCosine.from_config(schedule.get_config())
+    schedule.time_progress.assign(0.0)
+    assert float(restored(30)) == pytest.approx(float(schedule(30)), rel=1e-6)
+
+
+def test_time_budget_stops_training_and_anneals(tmp_path):
+    config = TrainConfig(output=str(tmp_path / "run"), epochs=1000, time_budget_minutes=0.25, backup_every=1000)
+    metrics = train(config, verbose=0)
+    assert metrics["stopped_by_time_budget"]
+    assert 1 <= metrics["epochs_run"] < 1000
+    assert 15.0 <= metrics["train_seconds"] < 60.0
+    assert metrics["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    with open(tmp_path / "run" / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == metrics["epochs_run"]
+    if "learning_rate" in rows[-1]:
+        assert float(rows[-1]["learning_rate"]) < 0.05 * config.learning_rate
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

@@ -73,3 +73,30 @@ class ElapsedTime(keras.callbacks.Callback):
         with open(tmp, "w") as file:
             json.dump({"seconds": self.total_seconds}, file)
         os.replace(tmp, self.path)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends training once `budget_seconds` of training time are spent (summed over resumes).
+
+    Before each step it sets the schedule's `time_progress` (see
+    `training.optimization.ProgressWarmupCosine`) to the share of the budget spent, so
+    the learning rate reaches 0 when the time does. The step that crosses the budget is
+    the last; validation and the best-model save of that epoch still run.
+    """
+
+    def __init__(self, budget_seconds, elapsed, time_progress):
+        super().__init__()
+        if budget_seconds <= 0:
+            raise ValueError(f"the time budget must be positive, got {budget_seconds} seconds")
+        self.budget_seconds = float(budget_seconds)
+        self.elapsed = elapsed
+        self.time_progress = time_progress
+        self.stopped_early = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.time_progress.assign(min(self.elapsed.total_seconds / self.budget_seconds, 1.0))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.elapsed.total_seconds >= self.budget_seconds:
+            self.stopped_early = True
+            self.model.stop_training = True

@@ -45,6 +45,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_epochs: float = 3.0
     clipnorm: float = 1.0
+    ema: float = 0.0
+    time_budget_minutes: float = 0.0
     label_smoothing: float = 0.1
     crop_padding: int = 0
     flip: bool = False
@@ -73,6 +75,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.time_budget_minutes < 0:
+            raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -8,7 +8,7 @@ import keras
 
 from training import artifacts
 from training.augment import make_augmenter
-from training.callbacks import AtomicBestModel, ElapsedTime
+from training.callbacks import AtomicBestModel, ElapsedTime, TimeBudget
 from training.data import load_splits, make_pipeline
 from training.optimization import make_optimizer
 from training.plots import plot_curves
@@ -76,6 +76,9 @@ def train(config, verbose=1):
     """
     tf_config = read_tf_config()
     chief = is_chief(tf_config)
+    if config.time_budget_minutes and tf_config and len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+        # Each worker would read its own clock and anneal the learning rate differently.
+        raise ValueError("--time-budget needs a single worker; with several, use --epochs")
     strategy = make_strategy(config.strategy)
     set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
@@ -117,6 +120,9 @@ def train(config, verbose=1):
 
     with strategy.scope():
         model = build_model(config, model_args)
+        time_progress = None
+        if config.time_budget_minutes:
+            time_progress = keras.Variable(0.0, dtype="float32", trainable=False, name="time_progress")
         optimizer = make_optimizer(
             model,
             learning_rate=config.learning_rate,
@@ -124,6 +130,8 @@ def train(config, verbose=1):
             warmup_steps=int(config.warmup_epochs * steps_per_epoch),
             weight_decay=config.weight_decay,
             clipnorm=config.clipnorm,
+            ema=config.ema,
+            time_progress=time_progress,
         )
         model.compile(
             optimizer=optimizer,
@@ -156,6 +164,13 @@ def train(config, verbose=1):
         keras.callbacks.TerminateOnNaN(),
         elapsed,
     ]
+    budget = None
+    if config.time_budget_minutes:
+        budget = TimeBudget(60.0 * config.time_budget_minutes, elapsed, time_progress)
+        callbacks.append(budget)
+    if config.ema:
+        # Before the checkpoint callbacks: validation and the saved models see the averaged weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if chief:
         callbacks += [
             AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE)),
@@ -189,6 +204,8 @@ def train(config, verbose=1):
         "num_params": int(model.count_params()),
         "train_seconds": float(train_seconds),
         "epochs": int(config.epochs),
+        "epochs_run": _epochs_run(os.path.join(output, "history.csv"), config.epochs),
+        "stopped_by_time_budget": bool(budget and budget.stopped_early),
         "dataset": config.dataset,
         "replicas": int(replicas),
         "global_batch_size": int(global_batch),
@@ -198,6 +215,14 @@ def train(config, verbose=1):
     if os.path.exists(history_path):
         plot_curves(history_path, os.path.join(output, "curves.png"))
     return metrics
+
+
+def _epochs_run(history_path, default):
+    """Epochs logged in history.csv (the first and any resumed processes), else `default`."""
+    if not os.path.exists(history_path):
+        return int(default)
+    with open(history_path) as file:
+        return max(sum(1 for line in file if line.strip()) - 1, 0)
 
 
 def _image_size(config):

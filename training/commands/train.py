@@ -39,6 +39,11 @@ def register(subparsers):
     fit.add_argument("--weight-decay", dest="weight_decay", type=float, help=f"(default {defaults.weight_decay})")
     fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, help=f"(default {defaults.warmup_epochs})")
     fit.add_argument("--clipnorm", type=float, help=f"global gradient-norm clip (default {defaults.clipnorm})")
+    fit.add_argument("--time-budget", dest="time_budget_minutes", type=float, metavar="MINUTES",
+                     help="stop after this much training time, with the learning-rate schedule spread over it "
+                     "(--epochs is then the most epochs run)")
+    fit.add_argument("--ema", type=float, metavar="MOMENTUM",
+                     help="evaluate and save an exponential moving average of the weights (e.g. 0.99; default off)")
     fit.add_argument("--label-smoothing", dest="label_smoothing", type=float, help=f"(default {defaults.label_smoothing})")
     fit.add_argument("--validation-fraction", dest="validation_fraction", type=float)
     fit.add_argument("--seed", type=int)
@@ -77,9 +82,11 @@ def run(args):
         return 0
     print()
     print(f"{'output':<16}{config.output}")
-    for key in ("test_accuracy", "test_loss", "num_params", "train_seconds"):
+    for key in ("test_accuracy", "test_loss", "num_params", "train_seconds", "epochs_run"):
         value = metrics[key]
         print(f"{key:<16}{value:.4f}" if isinstance(value, float) else f"{key:<16}{value}")
+    if metrics["stopped_by_time_budget"]:
+        print(f"{'stopped':<16}time budget of {config.time_budget_minutes:g} minutes spent")
     if config.export_tflite:
         from training.commands.export import export_after_training
 
