@@ -2,7 +2,7 @@
 
     python -m bench.train_accuracy digits            # ~2 minutes
     python -m bench.train_accuracy mnist --data ../shared/data
-    python -m bench.train_accuracy cifar10 --data ../shared/data --epochs 30
+    python -m bench.train_accuracy cifar10 --data ../shared/data   # ~90 minutes
 
 Each recipe is plain data (the `keras-vit train` options); the result lands in
 `bench/results/train_<name>.json` with the recipe, the metrics and the machine.
@@ -17,12 +17,16 @@ import time
 RECIPES = {
     # The README's default job: scikit-learn digits, 8x8, 136k parameters.
     "digits": {"dataset": "digits", "preset": "vit_digits"},
-    # MNIST 28x28, 7x7 patches of 4x4 pixels, ~0.8M parameters.
+    # MNIST 28x28: 7x7 patches of 4x4 pixels, 206k parameters; bfloat16 matmuls (1.3x on AVX512-BF16).
+    # The schedule spans a 19-minute training-time budget (about 50 to 90 s per epoch on these shared
+    # cores); `epochs` only caps it.
     "mnist": {
         "dataset": "npz:{data}/mnist.npz",
         "preset": "vit_digits",
-        "model": {"image_size": 28, "patch_size": 4, "hidden_dim": 128, "num_layers": 6, "num_heads": 4, "mlp_dim": 256},
-        "epochs": 12,
+        "model": {"image_size": 28, "patch_size": 4, "hidden_dim": 64, "num_layers": 6, "num_heads": 4, "mlp_dim": 128,
+                  "dropout_rate": 0.0},
+        "epochs": 30,
+        "time_budget_minutes": 19,
         "batch_size": 128,
         "learning_rate": 2e-3,
         "warmup_epochs": 1,
@@ -30,22 +34,28 @@ RECIPES = {
         "label_smoothing": 0.1,
         "weight_decay": 0.05,
         "mixup": 0.0,
+        "precision": "mixed_bfloat16",
     },
-    # CIFAR-10 from scratch, ViT-Lite style (Hassani et al. 2021): 32x32, patch 4, 4.8M parameters.
+    # CIFAR-10 from scratch under a fixed CPU budget: a narrow ViT (32x32, 8x8 grid of 4x4 patches,
+    # hidden 128, 6 layers, 0.81M parameters) runs 436 images/s in mixed_bfloat16 here, so 45
+    # epochs fit in about 90 minutes on quiet cores; the 3.7M-parameter ViT-Lite-7/4 runs 75 images/s
+    # (9 epochs). The schedule spans a 90-minute training-time budget; `epochs` only caps it.
     "cifar10": {
         "dataset": "npz:{data}/cifar10_jpeg.npz",
         "preset": "vit_digits",
-        "model": {"image_size": 32, "patch_size": 4, "hidden_dim": 256, "num_layers": 7, "num_heads": 4,
-                  "mlp_dim": 512, "pooling": "gap", "drop_path_rate": 0.1},
-        "epochs": 30,
+        "model": {"image_size": 32, "patch_size": 4, "hidden_dim": 128, "num_layers": 6, "num_heads": 4,
+                  "mlp_dim": 256, "dropout_rate": 0.0},
+        "epochs": 60,
+        "time_budget_minutes": 90,
         "batch_size": 128,
-        "learning_rate": 1e-3,
+        "learning_rate": 2e-3,
         "weight_decay": 0.05,
-        "warmup_epochs": 2,
+        "warmup_epochs": 3,
         "crop_padding": 4,
         "flip": True,
         "label_smoothing": 0.1,
-        "mixup": 0.2,
+        "mixup": 0.0,
+        "precision": "mixed_bfloat16",
     },
 }
 

@@ -29,6 +29,7 @@ def export_modes(
     rounds=5,
     runs=20,
     float_fallback=(),
+    weight_granularity="channel",
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -39,6 +40,8 @@ def export_modes(
 
     With `float_fallback` (see `export.tflite.convert`), an extra int8 model with those
     parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
+
+    `weight_granularity` applies to the int8 and int16x8 weights (`export.tflite.convert`).
 
     Returns the report rows (empty without a dataset).
     """
@@ -74,6 +77,7 @@ def export_modes(
                 input_type=input_type if mode == "int8" else "float32",
                 output_type=output_type if mode == "int8" else "float32",
                 float_fallback=fallback,
+                weight_granularity=weight_granularity,
             )
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
             write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)

@@ -18,6 +18,10 @@ from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 QUANTIZED_MODES = ("int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
+# Scale granularity of the int8/int16x8 FULLY_CONNECTED weights. Per-channel stores a float32
+# scale and an int64 zero point for every output channel of every weight and bias (12 bytes per
+# channel each): at hidden_dim 64 that is over a third of the int8 weight bytes again.
+WEIGHT_GRANULARITIES = ("channel", "tensor")
 # Parts of an int8 model that may stay float (selective fallback), and the TFLite ops
 # that make them up. The model is then not fully integer.
 FLOAT_FALLBACKS = {"attention": ("BATCH_MATMUL", "SOFTMAX"), "gelu": ("GELU",)}
@@ -86,6 +90,7 @@ def convert(
     output_type="float32",
     normalization="rsqrt",
     float_fallback=(),
+    weight_granularity="channel",
 ):
     """Converts a Keras model to TFLite bytes.
 
@@ -103,6 +108,9 @@ def convert(
         float_fallback: for `int8`, parts kept in float (`attention`: the 4-D
             BATCH_MATMUL + SOFTMAX core, `gelu`), which XNNPACK then runs in float:
             faster and more accurate on CPU, but not fully integer.
+        weight_granularity: `channel` (a scale per output channel) or `tensor` (one
+            scale per weight matrix: a smaller file, see BENCHMARKS.md for the accuracy
+            cost) for the FULLY_CONNECTED weights of `int8` and `int16x8` models.
 
     Returns:
         The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
@@ -117,6 +125,8 @@ def convert(
         raise ValueError(f"unknown float fallback {', '.join(unknown)}; expected some of {', '.join(FLOAT_FALLBACKS)}")
     if float_fallback and mode != "int8":
         raise ValueError(f"float fallback applies to mode int8, not {mode}")
+    if weight_granularity not in WEIGHT_GRANULARITIES:
+        raise ValueError(f"weight_granularity must be one of {WEIGHT_GRANULARITIES}, got {weight_granularity!r}")
     graph = resolve_graph(model, mode, graph, batch_size)
     for name, value in (("input_type", input_type), ("output_type", output_type)):
         if value not in IO_TYPES:
@@ -158,6 +168,8 @@ def convert(
                 if mode == "int8"
                 else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
             ]
+            # The converter's only switch for per-tensor dense weights (no public option).
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = weight_granularity == "tensor"
         if mode == "int8":
             converter.inference_input_type = getattr(tf, input_type)
             converter.inference_output_type = getattr(tf, output_type)

@@ -367,3 +367,33 @@ def test_calibration_images_come_from_training_split_and_check_size(work):
     assert all(image.tobytes() in train for image in images)
     with pytest.raises(ValueError, match="images of size 8x8x1.*28x28x1"):
         calibration_images("digits", (28, 28, 1), 10)
+
+
+def test_int8_per_tensor_weights_are_smaller_and_agree(work):
+    """weight_granularity="tensor": one scale per FULLY_CONNECTED weight matrix instead of one
+    per output channel; the file shrinks by the per-channel parameters, top-1 still agrees."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from export.analysis import analyze_ops
+    from export.calibration import calibration_images
+    from export.runtime import TFLiteRunner
+    from export.tflite import convert
+
+    calibration = calibration_images(work.spec, (28, 28, 1), 100)
+    per_channel = _content(work, "int8")
+    per_tensor = convert(work.model, "int8", calibration, input_type="uint8", weight_granularity="tensor")
+    assert analyze_ops(per_tensor)["fully_integer"]
+
+    def largest_scale_count(content):
+        graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+        return max(len(t.quantization.scale) for t in graph.tensors
+                   if t.quantization is not None and t.quantization.scale is not None)
+
+    assert largest_scale_count(per_channel) > 1
+    assert largest_scale_count(per_tensor) == 1
+    assert len(per_tensor) < len(per_channel)
+    images, _ = work.gen
+    outputs = TFLiteRunner(per_tensor).predict(images)
+    assert np.mean(outputs.argmax(-1) == _keras(work, images).argmax(-1)) >= 0.97
+    with pytest.raises(ValueError, match="weight_granularity must be one of"):
+        convert(work.model, "int8", calibration, weight_granularity="row")

@@ -6,7 +6,7 @@ FORMATS = ("savedmodel", "tflite")
 
 
 def register(subparsers):
-    from export.tflite import IO_TYPES, MODES
+    from export.tflite import IO_TYPES, MODES, WEIGHT_GRANULARITIES
 
     parser = subparsers.add_parser(
         "export",
@@ -33,6 +33,9 @@ def register(subparsers):
     parser.add_argument("--float-fallback", dest="float_fallback", default="",
                         help="int8: comma list of parts kept float (attention, gelu); faster on CPU, "
                         "not fully integer (with --mode all: an extra model)")
+    parser.add_argument("--weight-granularity", dest="weight_granularity", choices=WEIGHT_GRANULARITIES,
+                        default="channel", help="int8/int16x8 weight scales: one per output channel (default) "
+                        "or one per matrix (smaller file)")
     parser.add_argument("--limit", type=int, help="report on the first N test images only")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
@@ -83,7 +86,7 @@ def run(args):
         rows = export_modes(
             model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
             args.graph, args.int8_input, args.int8_output, args.limit,
-            float_fallback=_fallback(args),
+            float_fallback=_fallback(args), weight_granularity=args.weight_granularity,
         )
         for row in rows:
             print(
@@ -105,7 +108,7 @@ def run(args):
         model, args.mode, calibration, args.batch_size, args.graph,
         args.int8_input if args.mode == "int8" else "float32",
         args.int8_output if args.mode == "int8" else "float32",
-        float_fallback=_fallback(args),
+        float_fallback=_fallback(args), weight_granularity=args.weight_granularity,
     )
     write_tflite(content, args.output, names)
     print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode})")
