@@ -247,6 +247,21 @@ class ViT(keras.Model):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
+    def as_float32(self):
+        """This model computing in float32, with the same weights (itself if it already does).
+
+        Mixed precision (`mixed_bfloat16`/`mixed_float16`) is a training setting: the
+        variables stay float32, so exports and reference outputs use the float32 model.
+        """
+        # The functional model's own policy stays float32; its layers carry the mixed one.
+        if all(layer.dtype_policy.compute_dtype == "float32" for layer in self.layers[1:]):
+            return self
+        config = self.get_config()
+        config["dtype"] = "float32"
+        model = type(self).from_config(config)
+        model.set_weights(self.get_weights())
+        return model
+
     @classmethod
     def from_preset(cls, preset, **overrides):
         """Builds a model from a preset name (see `keras_vit.PRESETS`), overriding any field."""

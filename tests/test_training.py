@@ -194,3 +194,12 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
     assert model.output.dtype == "float32"
     assert np.isfinite(metrics["test_loss"])
     keras.config.set_dtype_policy("float32")
+    # Exports use the same weights computing in float32.
+    exact = model.as_float32()
+    assert exact.get_layer("encoder_block_0").compute_dtype == "float32"
+    for mixed_weight, float_weight in zip(model.get_weights(), exact.get_weights()):
+        np.testing.assert_array_equal(mixed_weight, float_weight)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    mixed_logits, float_logits = np.asarray(model(images)), np.asarray(exact(images))
+    assert np.abs(mixed_logits - float_logits).max() < 0.1 * max(1.0, np.abs(float_logits).max())
+    assert exact.as_float32() is exact
