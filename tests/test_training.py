@@ -182,6 +182,20 @@ def test_time_budget_stops_training_and_anneals(tmp_path):
         assert float(rows[-1]["learning_rate"]) < 0.05 * config.learning_rate
 
 
+def test_auto_precision_picks_native_low_precision_only():
+    from training.strategy import resolve_precision
+
+    assert resolve_precision("auto", gpu_capabilities=[], flags={"avx2", "avx512f", "avx512_bf16"}) == "mixed_bfloat16"
+    assert resolve_precision("auto", gpu_capabilities=[], flags={"avx2", "amx_bf16"}) == "mixed_bfloat16"
+    assert resolve_precision("auto", gpu_capabilities=[], flags={"avx2", "fma"}) == "float32"
+    assert resolve_precision("auto", gpu_capabilities=[(8, 0), (9, 0)], flags=set()) == "mixed_bfloat16"
+    assert resolve_precision("auto", gpu_capabilities=[(7, 5)], flags={"avx512_bf16"}) == "mixed_float16"
+    assert resolve_precision("auto", gpu_capabilities=[(6, 1)], flags={"avx512_bf16"}) == "float32"
+    assert resolve_precision("mixed_float16", gpu_capabilities=[], flags=set()) == "mixed_float16"
+    with pytest.raises(ValueError, match="Unknown precision 'half'"):
+        resolve_precision("half")
+
+
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
     config = TrainConfig(

@@ -80,7 +80,7 @@ def train(config, verbose=1):
         # Each worker would read its own clock and anneal the learning rate differently.
         raise ValueError("--time-budget needs a single worker; with several, use --epochs")
     strategy = make_strategy(config.strategy)
-    set_precision(config.precision)
+    precision = set_precision(config.precision, strategy)
     keras.utils.set_random_seed(config.seed)
     output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
     os.makedirs(output, exist_ok=True)
@@ -143,7 +143,8 @@ def train(config, verbose=1):
     if chief:
         record = config.to_dict()
         record.update(
-            {"model_config": model.get_config(), "class_names": info.class_names, "num_classes": info.num_classes}
+            {"model_config": model.get_config(), "class_names": info.class_names, "num_classes": info.num_classes,
+             "precision_used": precision}
         )
         artifacts.write_json_atomic(os.path.join(output, artifacts.CONFIG_FILE), record)
 
@@ -206,6 +207,7 @@ def train(config, verbose=1):
         "epochs": int(config.epochs),
         "epochs_run": _epochs_run(os.path.join(output, "history.csv"), config.epochs),
         "stopped_by_time_budget": bool(budget and budget.stopped_early),
+        "precision": precision,
         "dataset": config.dataset,
         "replicas": int(replicas),
         "global_batch_size": int(global_batch),

@@ -48,7 +48,9 @@ def register(subparsers):
     fit.add_argument("--validation-fraction", dest="validation_fraction", type=float)
     fit.add_argument("--seed", type=int)
     fit.add_argument("--strategy", choices=("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"))
-    fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16", "auto"),
+                     help="float32 (default), mixed precision, or auto: bfloat16 where the CPU/GPU/TPU computes it "
+                     "natively, float16 on Volta/Turing GPUs, else float32")
     fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
     fit.add_argument("--backup-every", dest="backup_every", type=int, help="steps between crash backups")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
