@@ -60,6 +60,7 @@ class TrainConfig:
     jit_compile: str = "auto"
     backup_every: int = 50
     early_stopping: int = 0
+    keep_model: str = "best"
     limit_train: int = None
     limit_test: int = None
     export_tflite: bool = False
@@ -75,6 +76,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.keep_model not in ("best", "last"):
+            raise ValueError(f"keep_model must be 'best' or 'last', got {self.keep_model!r}")
         if self.time_budget_minutes < 0:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:

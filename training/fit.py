@@ -174,7 +174,7 @@ def train(config, verbose=1):
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if chief:
         callbacks += [
-            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE)),
+            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE), keep=config.keep_model),
             keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=resumed_epoch is not None),
             keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"),
         ]

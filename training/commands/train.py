@@ -53,6 +53,8 @@ def register(subparsers):
                      "natively, float16 on Volta/Turing GPUs, else float32")
     fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
     fit.add_argument("--backup-every", dest="backup_every", type=int, help="steps between crash backups")
+    fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
+                     help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
     fit.add_argument("--limit-train", dest="limit_train", type=int, help="use only the first N training images")
     fit.add_argument("--limit-test", dest="limit_test", type=int, help="use only the first N test images")
