@@ -54,6 +54,8 @@ def run(args):
             from training.artifacts import load_keras_model
 
             keras_model = load_keras_model(args.keras_model)
+            if hasattr(keras_model, "as_float32"):
+                keras_model = keras_model.as_float32()  # the reference the export was made from
         metrics = evaluate_tflite(
             args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
             num_threads=args.threads,
