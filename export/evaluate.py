@@ -14,11 +14,11 @@ def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_siz
     Raises ValueError when the dataset's images are not `image_shape`: a model is
     evaluated on the images it was made for, never on silently resized ones.
     """
-    from training.data import load_splits_for_model, make_pipeline
+    from training.data import load_splits_for_model, make_pipeline, take_sample
 
     height, width, channels = image_shape
     splits = load_splits_for_model(dataset_spec, image_shape, data_dir)
-    test = splits.test if limit is None else splits.test.take(int(limit))
+    test = take_sample(splits.test, limit)  # a seeded sample: test splits may be sorted by class
     for images, labels in make_pipeline(test, (height, width), channels, batch_size, cache=False):
         yield np.asarray(images, dtype="float32"), np.asarray(labels)
 

@@ -174,3 +174,18 @@ def test_stratified_split_holds_out_each_class():
     kept, held = stratified_split(labels, 0.1, seed=0)
     assert len(set(kept) | set(held)) == 100 and not set(kept) & set(held)
     np.testing.assert_array_equal(np.bincount(labels[held]), [2] * 5)
+
+
+def test_limits_draw_a_seeded_sample_not_the_first_images():
+    """A test split stored sorted by class (as cifar10_jpeg.npz's is) must not make `--limit`
+    evaluate the first classes only."""
+    import tensorflow as tf
+
+    from training.data import take_sample
+
+    labels = np.repeat(np.arange(10), 100)  # sorted by class
+    dataset = tf.data.Dataset.from_tensor_slices(labels)
+    sample = [int(x) for x in take_sample(dataset, 200)]
+    assert len(sample) == 200 and len(set(sample)) == 10
+    assert sample == [int(x) for x in take_sample(dataset, 200)]  # the same on every call
+    assert [int(x) for x in take_sample(dataset, None)] == list(labels)

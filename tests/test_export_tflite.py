@@ -236,12 +236,15 @@ def test_evaluate_tflite_matches_direct_computation(work):
     from export.evaluate import evaluate_tflite
 
     path = str(work.folder / "model_int8.tflite")
-    metrics = evaluate_tflite(path, work.spec, keras_model=work.model, limit=300, num_threads=1)
+    metrics = evaluate_tflite(path, work.spec, keras_model=work.model, num_threads=1)
     images, labels = work.gen
-    outputs = _outputs(work, "int8", images[:300])
-    assert metrics["num_images"] == 300
-    assert metrics["test_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels[:300]))
+    if work.mnist is not None:  # the test split: the generated digits, then the MNIST slice
+        images, labels = np.concatenate([images, work.mnist[0]]), np.concatenate([labels, work.mnist[1]])
+    outputs = _outputs(work, "int8", images)
+    assert metrics["num_images"] == len(labels)
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels))
     assert metrics["agreement_with_keras"] >= 0.97
+    assert evaluate_tflite(path, work.spec, limit=300, num_threads=1)["num_images"] == 300
     assert metrics["size_bytes"] == os.path.getsize(path) and metrics["median_latency_ms"] > 0
     assert evaluate_tflite(path, work.spec, limit=10)["agreement_with_keras"] is None
 

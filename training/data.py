@@ -190,6 +190,22 @@ def check_labels(labels, num_classes, name="labels"):
         )
 
 
+# Elements a `limit` draws from: a shuffle buffer this large holds a CIFAR/MNIST test split whole.
+SAMPLE_BUFFER = 10_000
+
+
+def take_sample(dataset, count, seed=0):
+    """The first `count` elements of a seeded shuffle of `dataset` (all of it when `count` is falsy).
+
+    A plain `take(count)` is biased where a split is stored sorted by class (the test split of
+    `cifar10_jpeg.npz` is: its first 5,000 images are classes 0-4), so limits draw a fixed,
+    seeded sample instead. The order is the same on every iteration and every run.
+    """
+    if not count:
+        return dataset
+    return dataset.shuffle(SAMPLE_BUFFER, seed=seed, reshuffle_each_iteration=False).take(int(count))
+
+
 def stratified_split(labels, fraction, seed):
     """Seeded per-class split of indices into (kept, held_out), `fraction` held out."""
     rng = np.random.default_rng(seed)

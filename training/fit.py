@@ -9,7 +9,7 @@ import keras
 from training import artifacts
 from training.augment import make_augmenter
 from training.callbacks import AtomicBestModel, ElapsedTime, TimeBudget
-from training.data import load_splits, make_pipeline
+from training.data import load_splits, make_pipeline, take_sample
 from training.optimization import make_optimizer
 from training.plots import plot_curves
 from training.strategy import is_chief, make_strategy, read_tf_config, set_precision
@@ -63,10 +63,6 @@ def build_model(config, model_args):
     return ViT(**model_args)
 
 
-def _limit(dataset, count):
-    return dataset.take(count) if count else dataset
-
-
 def train(config, verbose=1):
     """Trains, writes the output folder and returns the metrics dict.
 
@@ -112,11 +108,11 @@ def train(config, verbose=1):
     )
     pipeline = dict(image_size=image_size, channels=channels, num_classes=model_args["num_classes"])
     train_ds = make_pipeline(
-        _limit(splits.train, config.limit_train), batch_size=global_batch, training=True,
+        take_sample(splits.train, config.limit_train, config.seed), batch_size=global_batch, training=True,
         augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, **pipeline,
     )
     val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
-    test_ds = make_pipeline(_limit(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
+    test_ds = make_pipeline(take_sample(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
 
     with strategy.scope():
         model = build_model(config, model_args)

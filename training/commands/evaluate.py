@@ -9,7 +9,7 @@ def register(subparsers):
     parser.add_argument("--dataset", help="dataset spec (default: the one the model was trained on)")
     parser.add_argument("--data-dir", dest="data_dir")
     parser.add_argument("--keras-model", dest="keras_model", help="(.tflite) Keras model to measure agreement with")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    parser.add_argument("--limit", type=int, help="evaluate a seeded sample of N test images")
     parser.add_argument("--threads", type=int, help="(.tflite) interpreter threads")
     parser.add_argument("--output", help="metrics JSON to write (default: metrics_eval.json beside the model)")
     parser.set_defaults(func=run)
@@ -20,7 +20,7 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
     import keras
 
     from training.artifacts import load_keras_model
-    from training.data import load_splits, make_pipeline
+    from training.data import load_splits, make_pipeline, take_sample
 
     model = load_keras_model(source)
     height, width, channels = model.input_shape[1:]
@@ -30,7 +30,7 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
         raise ValueError(
             f"dataset {spec} has {splits.info.num_classes} classes, the model only {num_classes}"
         )
-    test = splits.test.take(limit) if limit else splits.test
+    test = take_sample(splits.test, limit)
     data = make_pipeline(test, (height, width), channels, batch_size, num_classes=num_classes)
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),

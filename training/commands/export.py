@@ -36,7 +36,7 @@ def register(subparsers):
     parser.add_argument("--weight-granularity", dest="weight_granularity", choices=WEIGHT_GRANULARITIES,
                         default="channel", help="int8/int16x8 weight scales: one per output channel (default) "
                         "or one per matrix (smaller file)")
-    parser.add_argument("--limit", type=int, help="report on the first N test images only")
+    parser.add_argument("--limit", type=int, help="report on a seeded sample of N test images")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
                         help="(savedmodel) dtype of the serving_default images")

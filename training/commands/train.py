@@ -56,8 +56,8 @@ def register(subparsers):
     fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
                      help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
-    fit.add_argument("--limit-train", dest="limit_train", type=int, help="use only the first N training images")
-    fit.add_argument("--limit-test", dest="limit_test", type=int, help="use only the first N test images")
+    fit.add_argument("--limit-train", dest="limit_train", type=int, help="train on a seeded sample of N training images")
+    fit.add_argument("--limit-test", dest="limit_test", type=int, help="test on a seeded sample of N test images")
     augment = parser.add_argument_group("augmentation")
     augment.add_argument("--crop-padding", dest="crop_padding", type=int, help="random crop after reflect padding")
     augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
