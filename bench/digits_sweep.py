@@ -38,6 +38,7 @@ def digits_splits(seed, validation_fraction=0.1):
     images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")[..., None]
     x_train, x_test, y_train, y_test = train_test_split(
         images, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
+    # training.data.stratified_split, restated: that module imports TensorFlow, which the GPU machine lacks.
     rng = np.random.default_rng(seed)
     kept, held = [], []
     for label in np.unique(y_train):
