@@ -217,3 +217,32 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
     mixed_logits, float_logits = np.asarray(model(images)), np.asarray(exact(images))
     assert np.abs(mixed_logits - float_logits).max() < 0.1 * max(1.0, np.abs(float_logits).max())
     assert exact.as_float32() is exact
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"ema": 1.5}, r"ema must be in \[0, 1\)"),
+        ({"time_budget_minutes": -1}, "time_budget_minutes must be positive"),
+        ({"keep_model": "worst"}, "keep_model must be 'best' or 'last'"),
+    ],
+)
+def test_new_training_options_reject_bad_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**options)
+
+
+def test_time_budget_is_refused_across_workers(tmp_path, monkeypatch):
+    cluster = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    with pytest.raises(ValueError, match="--time-budget needs a single worker"):
+        train(TrainConfig(output=str(tmp_path / "run"), time_budget_minutes=1.0), verbose=0)
+
+
+def test_callbacks_reject_bad_arguments():
+    from training.callbacks import AtomicBestModel, TimeBudget
+
+    with pytest.raises(ValueError, match="keep must be one of"):
+        AtomicBestModel("model.keras", keep="worst")
+    with pytest.raises(ValueError, match="the time budget must be positive"):
+        TimeBudget(0, elapsed=None, time_progress=None)
