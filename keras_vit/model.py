@@ -254,7 +254,7 @@ class ViT(keras.Model):
         variables stay float32, so exports and reference outputs use the float32 model.
         """
         # The functional model's own policy stays float32; its layers carry the mixed one.
-        if all(layer.dtype_policy.compute_dtype == "float32" for layer in self.layers[1:]):
+        if all(layer.dtype_policy.compute_dtype == "float32" for layer in self.layers):
             return self
         config = self.get_config()
         config["dtype"] = "float32"

@@ -217,6 +217,11 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
     mixed_logits, float_logits = np.asarray(model(images)), np.asarray(exact(images))
     assert np.abs(mixed_logits - float_logits).max() < 0.1 * max(1.0, np.abs(float_logits).max())
     assert exact.as_float32() is exact
+    from training.artifacts import load_keras_model
+
+    loaded = load_keras_model(str(tmp_path / precision), float32=True)
+    assert loaded.get_layer("encoder_block_0").compute_dtype == "float32"
+    np.testing.assert_allclose(np.asarray(loaded(images)), float_logits, atol=1e-6)
 
 
 @pytest.mark.parametrize(

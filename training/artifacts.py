@@ -26,8 +26,12 @@ def resolve_model_path(source):
     return source
 
 
-def load_keras_model(source, compile=False):
-    """Loads a `.keras` model (or a training folder's) safely, with clear errors for bad files."""
+def load_keras_model(source, compile=False, float32=False):
+    """Loads a `.keras` model (or a training folder's) safely, with clear errors for bad files.
+
+    `float32=True` returns a keras_vit ViT trained in mixed precision as its float32 twin
+    (`ViT.as_float32`): the reference that exports are made from and compared with.
+    """
     import keras
 
     import keras_vit  # noqa: F401  (registers the custom layers for deserialization)
@@ -36,10 +40,13 @@ def load_keras_model(source, compile=False):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a valid .keras file (not a zip archive; corrupt or foreign file)")
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"could not load {path} as a Keras model: {first_line}") from None
+    if float32 and hasattr(model, "as_float32"):
+        model = model.as_float32()
+    return model
 
 
 def read_training_config(source):

@@ -53,9 +53,7 @@ def run(args):
         if args.keras_model:
             from training.artifacts import load_keras_model
 
-            keras_model = load_keras_model(args.keras_model)
-            if hasattr(keras_model, "as_float32"):
-                keras_model = keras_model.as_float32()  # the reference the export was made from
+            keras_model = load_keras_model(args.keras_model, float32=True)  # what the export was made from
         metrics = evaluate_tflite(
             args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
             num_threads=args.threads,

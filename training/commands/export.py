@@ -50,10 +50,7 @@ def _fallback(args):
 def _model_and_names(source):
     from training.artifacts import load_class_names, load_keras_model
 
-    model = load_keras_model(source)
-    if hasattr(model, "as_float32"):
-        # A model trained with mixed precision exports (and is compared) in float32.
-        model = model.as_float32()
+    model = load_keras_model(source, float32=True)  # mixed-precision models export in float32
     num_classes = int(model.outputs[0].shape[-1])
     names = load_class_names(source, num_classes)
     if len(names) != num_classes:
