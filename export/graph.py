@@ -7,8 +7,9 @@ not run (both operands are activations) and whose builtin kernel took 36 of 55 m
 LayerNorm becomes an int8 `SQUARED_DIFFERENCE` (not delegated, 8 ms) plus float `NEG`
 islands. Straightforward int8 was 1.7x slower than float32; this graph makes it 0.54x. It:
 
-- folds the input scaling / normalization into the patch projection, so raw 0..255
-  pixels go straight into the first matrix product (uint8 input is then exact);
+- folds the input scaling / normalization into the patch projection (or, for a hybrid
+  ViT, BatchNorm and the pixel scale into each stem convolution), so raw 0..255 pixels
+  go straight into the first matrix product (uint8 input is then exact);
 - runs every projection as a 2-D `FULLY_CONNECTED` on `[B*T, D]` (XNNPACK int8);
 - in integer modes, writes each head's `q k^T` and `a v` as `FULLY_CONNECTED` with a
   run-time weight operand (`matmul(q, k, transpose_b=True)`, `matmul(a, v^T,
@@ -98,12 +99,35 @@ class ViTWeights:
             mean = np.broadcast_to(np.asarray(model.mean, "float64"), (self.channels,))
             std = np.broadcast_to(np.asarray(model.std, "float64"), (self.channels,))
             channel_scale, channel_offset = channel_scale / std, (channel_offset - mean) / std
-        # Patch vectors are ordered (row, col, channel), so element i has channel i % C.
-        patch_dim = self.patch_size[0] * self.patch_size[1] * self.channels
-        element_scale = np.tile(channel_scale, patch_dim // self.channels)
-        element_offset = np.tile(channel_offset, patch_dim // self.channels)
         encoder = model.get_layer("patch_encoder")
         kernel, bias = _weights(encoder.projection)
+        # A hybrid ViT's convolutional stem: BatchNorm folds into each convolution. The
+        # pixel scale folds into the first kernel; an offset cannot (the "same" padding
+        # pads the *scaled* image with zeros), so it stays one per-channel add on the raw
+        # pixels, in pixel units (`offset / scale`), where the padding is zero again.
+        self.stem = []
+        self.stem_input_shift = None
+        if model.stem_channels:
+            stem = model.get_layer("stem")
+            for convolution, norm in zip(stem.convolutions, stem.norms):
+                gamma, beta, moving_mean, moving_variance = _weights(norm)
+                bn_scale = gamma / np.sqrt(moving_variance + norm.epsilon)
+                (conv_kernel,) = _weights(convolution)
+                self.stem.append([conv_kernel * bn_scale, beta - moving_mean * bn_scale])
+            self.stem[0][0] = self.stem[0][0] * channel_scale[None, None, :, None]
+            if np.any(channel_offset != 0):
+                self.stem_input_shift = channel_offset / channel_scale
+            # Patches are cut from the stem's feature map, which no pixel scaling reaches.
+            stride = stem.stride
+            self.patch_size = (self.patch_size[0] // stride, self.patch_size[1] // stride)
+            self.patch_channels = stem.filters[-1]
+            channel_scale, channel_offset = np.ones(self.patch_channels), np.zeros(self.patch_channels)
+        else:
+            self.patch_channels = self.channels
+        # Patch vectors are ordered (row, col, channel), so element i has channel i % C.
+        patch_dim = self.patch_size[0] * self.patch_size[1] * self.patch_channels
+        element_scale = np.tile(channel_scale, patch_dim // self.patch_channels)
+        element_offset = np.tile(channel_offset, patch_dim // self.patch_channels)
         self.patch_kernel = element_scale[:, None] * kernel
         self.patch_bias = bias + element_offset @ kernel
         self.position = np.asarray(encoder.position_embedding, "float64")[0]
@@ -179,10 +203,15 @@ def folded_forward(weights, images, batch_size):
     w = weights
     (patch_height, patch_width), (rows, cols) = w.patch_size, w.grid
     num_patches, dim, heads, head_dim = rows * cols, w.hidden_dim, w.num_heads, w.head_dim
+    x = images
+    if w.stem_input_shift is not None:
+        x = x + _const(w.stem_input_shift)
+    for kernel, bias in w.stem:
+        x = tf.nn.relu(tf.nn.conv2d(x, _const(kernel), strides=2, padding="SAME") + _const(bias))
     # Patches exactly as keras_vit.layers.Patches lays them out (4-D transpose).
-    x = tf.reshape(images, (batch_size * rows, patch_height, cols, patch_width * w.channels))
+    x = tf.reshape(x, (batch_size * rows, patch_height, cols, patch_width * w.patch_channels))
     x = tf.transpose(x, (0, 2, 1, 3))
-    x = tf.reshape(x, (batch_size * num_patches, patch_height * patch_width * w.channels))
+    x = tf.reshape(x, (batch_size * num_patches, patch_height * patch_width * w.patch_channels))
     x = tf.reshape(_dense(x, (w.patch_kernel, w.patch_bias)), (batch_size, num_patches, dim))
     if w.use_class_token:
         class_tokens = tf.tile(_const(w.class_token)[None], (batch_size, 1, 1))

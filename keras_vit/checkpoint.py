@@ -227,6 +227,11 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
     config = checkpoint_config(params)
     old_grid = _position_grid(params)
 
+    if overrides.get("stem_channels"):
+        raise ValueError(
+            f"stem_channels={overrides['stem_channels']!r} does not match the checkpoint, whose patch "
+            "embedding is linear (no convolutional stem); leave stem_channels unset"
+        )
     for field in ARCHITECTURE_FIELDS:
         if field in overrides and not _same(overrides[field], config[field]):
             raise ValueError(

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock
+from keras_vit.layers import ConvStem, PatchEncoder, Patches, TokenPooling, TransformerBlock
 from keras_vit.layers.transformer_block import check_rates
 from keras_vit.layers.patches import int_pair, normalize_patch_size, patch_grid
 from keras_vit.presets import get_preset
@@ -32,7 +32,12 @@ class ViT(keras.Model):
     Args:
         image_size: int or `(height, width)`.
         channels: image channels.
-        patch_size: int or `(patch_height, patch_width)`; must divide the image size.
+        patch_size: int or `(patch_height, patch_width)`: the pixels one token covers;
+            must divide the image size.
+        stem_channels: `None` for the paper's linear patch embedding, or the channels of
+            a convolutional stem (`ConvStem`: 3x3 stride-2 convolutions with BatchNorm
+            and ReLU, e.g. `(32, 64)`), which makes a hybrid ViT; the patch size must
+            then be divisible by `2 ** len(stem_channels)`.
         num_layers, num_heads, hidden_dim, mlp_dim: encoder size.
         num_classes: classes of the head.
         pooling: `"token"` (class token) or `"gap"` (mean of the patch tokens).
@@ -50,6 +55,9 @@ class ViT(keras.Model):
     >>> model = ViT.from_preset("vit_ti16", image_size=32, patch_size=4, num_classes=10)
     >>> model(np.zeros((1, 32, 32, 3))).shape
     (1, 10)
+    >>> hybrid = ViT.from_preset("vit_ti16", image_size=32, patch_size=4, stem_channels=(32, 64), num_classes=10)
+    >>> hybrid.get_layer("stem").stride
+    4
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class ViT(keras.Model):
         std=None,
         use_class_token=True,
         layer_norm_epsilon=1e-6,
+        stem_channels=None,
         dtype=None,
         name="vit",
         **kwargs,
@@ -110,6 +119,14 @@ class ViT(keras.Model):
             if min(std) <= 0:
                 raise ValueError(f"std must be positive, got {std}")
 
+        stem_channels = tuple(int(c) for c in stem_channels) if stem_channels else None
+        stem_stride = 2 ** len(stem_channels) if stem_channels else 1
+        if patch_size[0] % stem_stride or patch_size[1] % stem_stride:
+            raise ValueError(
+                f"patch_size {patch_size} must be divisible by the stem's stride {stem_stride} "
+                f"({len(stem_channels)} stride-2 convolutions, stem_channels={list(stem_channels)})"
+            )
+
         # === Layers ===
         scale, offset = INPUT_SCALINGS[input_scaling]
         rescaling = keras.layers.Rescaling(scale, offset, dtype=dtype, name="rescaling")
@@ -118,7 +135,9 @@ class ViT(keras.Model):
             normalization = keras.layers.Normalization(
                 mean=mean, variance=[s * s for s in std], dtype=dtype, name="normalization"
             )
-        patches = Patches(patch_size, dtype=dtype, name="patches")
+        stem = ConvStem(stem_channels, dtype=dtype, name="stem") if stem_channels else None
+        # With a stem, patches are cut from its feature map, which is stem_stride times smaller.
+        patches = Patches((patch_size[0] // stem_stride, patch_size[1] // stem_stride), dtype=dtype, name="patches")
         patch_encoder = PatchEncoder(
             num_patches=grid[0] * grid[1],
             hidden_dim=hidden_dim,
@@ -165,10 +184,8 @@ class ViT(keras.Model):
 
         # === Functional model ===
         inputs = keras.Input(shape=(*image_size, channels), name="images")
-        x = rescaling(inputs)
-        if normalization is not None:
-            x = normalization(x)
-        x = embedding_dropout(patch_encoder(patches(x)))
+        self._encoder_layers = (rescaling, normalization, stem, patches, patch_encoder, embedding_dropout)
+        x = self.embed(inputs)
         for i, block in enumerate(blocks):
             # A class-token head reads token 0 alone, so the last block computes only
             # that token (same logits, ~1/num_layers less work; ViT.tokens() still
@@ -210,7 +227,7 @@ class ViT(keras.Model):
         self.std = std
         self.use_class_token = bool(use_class_token)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self._encoder_layers = (rescaling, normalization, patches, patch_encoder, embedding_dropout)
+        self.stem_channels = stem_channels
         self.blocks = blocks
 
     def get_config(self):
@@ -237,6 +254,7 @@ class ViT(keras.Model):
             "std": self.std,
             "use_class_token": self.use_class_token,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "stem_channels": list(self.stem_channels) if self.stem_channels else None,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
@@ -276,14 +294,22 @@ class ViT(keras.Model):
 
         return load_checkpoint(path, **overrides)
 
-    def tokens(self, images, return_attention_scores=False, training=False):
-        """Runs the encoder on images or symbolic inputs: returns the final tokens `[B, T, D]`
-        (before the final LayerNorm) and, if asked, each block's attention `[B, h, T, T]`."""
-        rescaling, normalization, patches, patch_encoder, embedding_dropout = self._encoder_layers
+    def embed(self, images, training=False):
+        """Images (raw pixels, or symbolic inputs) `[B, H, W, C]` -> the tokens entering the
+        first block `[B, 1 + N, D]`: scaling, optional stem, patches, projection, class token
+        and positions."""
+        rescaling, normalization, stem, patches, patch_encoder, embedding_dropout = self._encoder_layers
         x = rescaling(images)
         if normalization is not None:
             x = normalization(x)
-        x = embedding_dropout(patch_encoder(patches(x)), training=training)
+        if stem is not None:
+            x = stem(x, training=training)
+        return embedding_dropout(patch_encoder(patches(x)), training=training)
+
+    def tokens(self, images, return_attention_scores=False, training=False):
+        """Runs the encoder on images or symbolic inputs: returns the final tokens `[B, T, D]`
+        (before the final LayerNorm) and, if asked, each block's attention `[B, h, T, T]`."""
+        x = self.embed(images, training=training)
         attention = []
         for block in self.blocks:
             if return_attention_scores:

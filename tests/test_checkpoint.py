@@ -528,6 +528,8 @@ def test_overrides_that_contradict_the_checkpoint(tmp_path):
         load_checkpoint(path, representation_size=12)
     with pytest.raises(ValueError, match="use_class_token=False does not match"):
         load_checkpoint(path, use_class_token=False)
+    with pytest.raises(ValueError, match=r"stem_channels=\(32,\) does not match the checkpoint, whose patch embedding is linear"):
+        load_checkpoint(path, stem_channels=(32,))
     with pytest.raises(ValueError, match="not divisible by patch height 8"):
         load_checkpoint(path, image_size=36)
     with pytest.raises(ValueError, match="interpolation must be 'bilinear' or 'bicubic', got 'nearest'"):

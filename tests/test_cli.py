@@ -62,6 +62,8 @@ def _bad_npz(tmp_path, **arrays):
         ("npz_length_mismatch", "x_train has 6 images but y_train has 5 labels"),
         ("labels_out_of_range", "labels outside [0,"),
         ("not_divisible", "not divisible by patch"),
+        ("stem_stride_too_large", "patch_size (2, 2) must be divisible by the stem's stride 4"),
+        ("bad_stem_channels", "expected positive channel counts like 32,64 or 'none', got '32,x'"),
         ("empty_folder", "no class sub-folders"),
         ("bad_tf_config", "TF_CONFIG is not valid JSON"),
         ("bad_config_file", "cannot parse config file"),
@@ -84,6 +86,10 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
                                        x_test=images, y_test=np.zeros(6, "int64"))]
     elif case == "not_divisible":
         args += ["--image-size", "9", "--patch-size", "2"]
+    elif case == "stem_stride_too_large":
+        args += ["--stem-channels", "8,8"]
+    elif case == "bad_stem_channels":
+        args += ["--stem-channels", "32,x"]
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         args += ["--dataset", f"folder:{tmp_path / 'empty'}"]
@@ -93,7 +99,10 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         (tmp_path / "c.yaml").write_text("epochs: [unclosed\n")
         args += ["--config", str(tmp_path / "c.yaml")]
     monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
-    code = main(args)
+    try:
+        code = main(args)
+    except SystemExit as exit_info:  # argparse rejects a malformed option value itself
+        code = exit_info.code
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1, err
@@ -117,10 +126,14 @@ def test_config_file_and_overrides(tmp_path):
 
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"epochs": 7, "hidden_dim": 32, "dataset": "digits", "learning_rate": 0.01}))
-    args = build_parser().parse_args(["train", "--config", str(path), "--epochs", "3", "--patch-size", "4"])
+    args = build_parser().parse_args(
+        ["train", "--config", str(path), "--epochs", "3", "--patch-size", "4", "--stem-channels", "16,32"]
+    )
     config = config_from_args(args)
     assert config.epochs == 3 and config.learning_rate == 0.01
-    assert config.model == {"hidden_dim": 32, "patch_size": 4}
+    assert config.model == {"hidden_dim": 32, "patch_size": 4, "stem_channels": (16, 32)}
+    args = build_parser().parse_args(["train", "--stem-channels", "none"])
+    assert config_from_args(args).model == {"stem_channels": ()}
     path.write_text(json.dumps({"hidden_size": 32}))
     with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
         config_from_args(build_parser().parse_args(["train", "--config", str(path)]))

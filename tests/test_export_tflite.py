@@ -194,6 +194,8 @@ def test_report_rows_and_labels(work):
         {"pooling": "gap", "use_class_token": False},
         {"representation_size": 16, "classifier_activation": "softmax"},
         {"input_scaling": "symmetric", "mean": [0.2], "std": [0.7]},
+        {"stem_channels": [4, 8]},
+        {"stem_channels": [6], "input_scaling": "symmetric", "mean": [0.2], "std": [0.7]},
     ],
 )
 def test_integer_graph_equals_keras_in_float(overrides):
@@ -208,7 +210,8 @@ def test_integer_graph_equals_keras_in_float(overrides):
                 mlp_dim=32, num_classes=5, **overrides)
     rng = np.random.default_rng(1)
     for weight in model.weights:  # random non-trivial values everywhere (the head starts at zero)
-        weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32") + (1.0 if "gamma" in weight.path else 0.0))
+        value = rng.normal(0, 0.3, weight.shape) + (1.0 if "gamma" in weight.path else 0.0)
+        weight.assign((np.abs(value) + 0.5 if "moving_variance" in weight.path else value).astype("float32"))
     images = rng.uniform(0, 255, (3, 12, 8, 1)).astype("float32")
     module = InferenceModule(model, graph="folded", batch_size=3)
     expected = np.asarray(model(images))

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit.layers import DropPath, PatchEncoder, Patches, TokenPooling, TransformerBlock
-from numpy_reference import gelu, layer_norm, softmax
+from keras_vit.layers import ConvStem, DropPath, PatchEncoder, Patches, TokenPooling, TransformerBlock
+from numpy_reference import batch_norm_inference, conv2d_same, gelu, layer_norm, softmax
 
 
 def reference_block(x, w, num_heads):
@@ -32,9 +32,11 @@ def reference_block(x, w, num_heads):
 
 
 def randomize(layer, seed=0, scale=0.5):
-    """Random normal weights (zero-initialized ones included); returns them by relative path, float64."""
+    """Random normal weights (zero-initialized ones included; BatchNorm variances positive);
+    returns them by relative path, float64."""
     rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(scale=scale, size=w.shape).astype("float32") for w in layer.weights])
+    values = [rng.normal(scale=scale, size=w.shape).astype("float32") for w in layer.weights]
+    layer.set_weights([np.abs(v) + 0.5 if "moving_variance" in w.path else v for w, v in zip(layer.weights, values)])
     prefix = layer.name + "/"
     return {
         w.path[len(prefix) :] if w.path.startswith(prefix) else w.path: keras.ops.convert_to_numpy(w).astype("float64")
@@ -110,6 +112,34 @@ def test_token_pooling_matches_numpy():
 # --- Bad arguments: each raises with a message naming what was wrong. ---
 
 
+@pytest.mark.parametrize("image_shape", [(2, 8, 12, 3), (1, 7, 5, 2)])
+def test_conv_stem_matches_numpy(image_shape):
+    stem = ConvStem((4, 6))
+    x = np.random.default_rng(3).normal(size=image_shape).astype("float32")
+    stem.build(x.shape)
+    w = randomize(stem)
+    expected = x.astype("float64")
+    for i in range(2):
+        expected = conv2d_same(expected, w[f"conv_{i}/kernel"], 2)
+        names = ("gamma", "beta", "moving_mean", "moving_variance")
+        expected = np.maximum(batch_norm_inference(expected, *(w[f"batch_norm_{i}/{n}"] for n in names), 1e-5), 0)
+    # Odd sizes round up ("same" padding): 7x5 -> 4x3 -> 2x2.
+    assert expected.shape == (image_shape[0], -(-image_shape[1] // 4), -(-image_shape[2] // 4), 6)
+    assert expected.max() > 0.5 and (expected == 0).any()
+    output = keras.ops.convert_to_numpy(stem(x))
+    assert output.shape == expected.shape == tuple(stem.compute_output_shape(x.shape))
+    np.testing.assert_allclose(output, expected, atol=1e-4, rtol=1e-4)
+    # In training, BatchNorm normalizes with the batch's statistics instead.
+    assert np.abs(keras.ops.convert_to_numpy(stem(x, training=True)) - expected).max() > 1e-2
+
+
+def test_conv_stem_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="filters must be a non-empty list of positive ints"):
+        ConvStem(())
+    with pytest.raises(ValueError, match="ConvStem expects images of shape"):
+        ConvStem((4,))(np.zeros((2, 8, 8), "float32"))
+
+
 def test_hidden_dim_not_divisible_by_heads():
     with pytest.raises(ValueError, match=r"hidden_dim \(8\) must be divisible by num_heads \(3\)"):
         TransformerBlock(num_heads=3, hidden_dim=8, mlp_dim=16)
@@ -178,6 +208,7 @@ ROUND_TRIP_CASES = [
     (lambda: DropPath(0.25, seed=7, name="dp"), (4, 5, 8)),
     (lambda: TokenPooling("gap", num_prefix_tokens=0, name="pool"), (2, 5, 8)),
     (lambda: TokenPooling("token", name="pool"), (2, 5, 8)),
+    (lambda: ConvStem((4, 6), kernel_size=3, batch_norm_momentum=0.8, name="stem"), (2, 8, 12, 3)),
 ]
 
 

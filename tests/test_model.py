@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_vit import PRESETS, ViT, attention_maps, attention_model, attention_rollout
-from numpy_reference import gelu, layer_norm, softmax
+from numpy_reference import batch_norm_inference, conv2d_same, gelu, layer_norm, softmax
 
 # ---------------------------------------------------------------------------
 # Independent NumPy ViT (float64), written from the paper's equations.
@@ -39,6 +39,15 @@ def reference_vit(config, w, images):
     x = images.astype("float64") * scale + offset
     if config.get("mean") is not None:
         x = (x - np.asarray(config["mean"])) / np.asarray(config["std"])
+    for i, _ in enumerate(config.get("stem_channels") or ()):
+        # The hybrid stem: 3x3 stride-2 convolution, BatchNorm (moving statistics), ReLU.
+        x = conv2d_same(x, w[f"stem/conv_{i}/kernel"], 2)
+        x = batch_norm_inference(
+            x, *(w[f"stem/batch_norm_{i}/{n}"] for n in ("gamma", "beta", "moving_mean", "moving_variance")), 1e-5
+        )
+        x = np.maximum(x, 0.0)
+    stem_stride = 2 ** len(config.get("stem_channels") or ())
+    patch_height, patch_width = patch_height // stem_stride, patch_width // stem_stride
     x = patchify(x, patch_height, patch_width) @ w["patch_encoder/projection/kernel"]
     x = x + w["patch_encoder/projection/bias"]
     batch = x.shape[0]
@@ -49,7 +58,8 @@ def reference_vit(config, w, images):
     num_tokens = x.shape[1]
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    assert num_tokens == int(use_class_token) + (image_size[0] // patch_height) * (image_size[1] // patch_width)
+    token_height, token_width = patch_height * stem_stride, patch_width * stem_stride
+    assert num_tokens == int(use_class_token) + (image_size[0] // token_height) * (image_size[1] // token_width)
 
     attentions = []
     for i in range(config["num_layers"]):
@@ -83,9 +93,12 @@ def reference_vit(config, w, images):
 
 
 def randomize(model, seed=0, scale=0.5):
-    """Random normal weights everywhere (the zero-initialized head and class token too)."""
+    """Random normal weights everywhere (the zero-initialized head and class token too);
+    BatchNorm moving variances positive."""
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(scale=scale, size=w.shape).astype("float32") for w in model.weights])
+    values = [rng.normal(scale=scale, size=w.shape).astype("float32") for w in model.weights]
+    values = [np.abs(v) + 0.5 if "moving_variance" in w.path else v for w, v in zip(model.weights, values)]
+    model.set_weights(values)
     return {w.path: keras.ops.convert_to_numpy(w).astype("float64") for w in model.weights}
 
 
@@ -109,6 +122,12 @@ CONFIGS = {
     "gap_with_class_token_scalar_norm": dict(
         image_size=(6, 10), patch_size=(3, 5), channels=2, num_layers=3, num_heads=1, hidden_dim=4,
         mlp_dim=8, num_classes=4, pooling="gap", input_scaling="none", mean=[100.0], std=[50.0],
+    ),
+    # Hybrid ViT: a two-convolution stem (stride 4), then 2x1 patches of its feature map.
+    "hybrid_stem_symmetric_mean_std": dict(
+        image_size=(16, 8), patch_size=(8, 4), channels=3, stem_channels=(4, 6), num_layers=2, num_heads=2,
+        hidden_dim=8, mlp_dim=12, num_classes=3, pooling="token", input_scaling="symmetric",
+        mean=[0.1, -0.2, 0.3], std=[0.5, 0.8, 1.2],
     ),
     "token_nonsquare_rect_patch": dict(
         image_size=(8, 12), patch_size=(4, 3), channels=3, num_layers=2, num_heads=2, hidden_dim=8,
@@ -300,6 +319,8 @@ SMALL = dict(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8
         (dict(num_layers=0), ValueError, r"num_layers must be positive, got 0"),
         (dict(num_classes=0), ValueError, r"num_classes must be positive, got 0"),
         (dict(channels=0), ValueError, r"channels must be positive, got 0"),
+        (dict(stem_channels=(4, 4, 4)), ValueError, r"patch_size \(4, 4\) must be divisible by the stem's stride 8"),
+        (dict(stem_channels=(4, 0)), ValueError, r"filters must be a non-empty list of positive ints"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(overrides, error, message):

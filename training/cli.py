@@ -21,8 +21,15 @@ class CommandError(Exception):
 USER_ERRORS = (CommandError, ValueError, TypeError, KeyError, FileNotFoundError, OSError, IsADirectoryError)
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, with a bad option reported as one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="keras-vit",
         description="Vision Transformers on Keras 3: train, evaluate, export and explain.",
     )

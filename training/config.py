@@ -19,6 +19,7 @@ MODEL_FIELDS = (
     "attention_dropout_rate",
     "drop_path_rate",
     "input_scaling",
+    "stem_channels",
 )
 
 

@@ -57,11 +57,7 @@ def spatial_model(model, block=None):
     layer_names = {layer.name for layer in model.layers}
 
     inputs = keras.Input(shape=(*model.image_size, model.channels), name="images")
-    x = model.get_layer("rescaling")(inputs)
-    if "normalization" in layer_names:
-        x = model.get_layer("normalization")(x)
-    x = model.get_layer("patch_encoder")(model.get_layer("patches")(x))
-    x = model.get_layer("embedding_dropout")(x)
+    x = model.embed(inputs)
     for layer in model.blocks[:block]:
         x = layer(x)
     grid = keras.layers.Reshape((rows, cols, model.hidden_dim), name=SPATIAL_LAYER)(x[:, prefix:])

@@ -9,6 +9,21 @@ def _size(text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def _channels(text):
+    """`32,64` -> (32, 64); `none` -> () (no stem: the linear patch embedding)."""
+    import argparse
+
+    if str(text).strip().lower() in ("none", ""):
+        return ()
+    try:
+        channels = tuple(int(p) for p in str(text).split(","))
+    except ValueError:
+        channels = ()
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive channel counts like 32,64 or 'none', got {text!r}")
+    return channels
+
+
 def register(subparsers):
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -30,6 +45,9 @@ def register(subparsers):
         model.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
     for name in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
         model.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
+    model.add_argument("--stem-channels", dest="stem_channels", type=_channels, metavar="C1,C2,...",
+                       help="a convolutional stem (hybrid ViT): one 3x3 stride-2 conv + BatchNorm + ReLU per "
+                       "entry, before the patches; 'none' for the linear patch embedding")
     model.add_argument("--pooling", choices=("token", "gap"))
     model.add_argument("--input-scaling", dest="input_scaling", choices=("unit", "symmetric", "none"))
     fit = parser.add_argument_group("fit")
