@@ -30,6 +30,7 @@ def export_modes(
     runs=20,
     float_fallback=(),
     weight_granularity="channel",
+    resize=False,
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -42,6 +43,8 @@ def export_modes(
     parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
 
     `weight_granularity` applies to the int8 and int16x8 weights (`export.tflite.convert`).
+    `resize`: the dataset's images are resized to the model's input as training did
+    (`training.data.load_splits_for_model`).
 
     Returns the report rows (empty without a dataset).
     """
@@ -60,7 +63,7 @@ def export_modes(
         )
     calibration = None
     if needs_calibration:
-        calibration = calibration_images(dataset_spec, image_shape, calibration_size, data_dir)
+        calibration = calibration_images(dataset_spec, image_shape, calibration_size, data_dir, resize=resize)
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(folder)) + ".tmp-")
@@ -85,7 +88,7 @@ def export_modes(
         if dataset_spec:
             log("evaluating and timing ...")
             images, labels = [], []
-            for batch, batch_labels in test_batches(dataset_spec, image_shape, data_dir, report_limit):
+            for batch, batch_labels in test_batches(dataset_spec, image_shape, data_dir, report_limit, resize=resize):
                 images.append(batch)
                 labels.append(batch_labels)
             images, labels = np.concatenate(images), np.concatenate(labels)

@@ -11,19 +11,20 @@ def model_image_shape(model):
     return shape
 
 
-def calibration_images(dataset_spec, image_shape, count=200, data_dir=None, seed=0):
+def calibration_images(dataset_spec, image_shape, count=200, data_dir=None, seed=0, resize=False):
     """`count` training images as float32 `[count, H, W, C]` raw 0..255 pixels.
 
     The images come from the training split (never the test split, which measures the
     result), shuffled with `seed` so that every class is represented, and prepared
-    exactly as training prepares them (`training.data.prepare_images`).
+    exactly as training prepares them (`training.data.prepare_images`); `resize`: see
+    `training.data.load_splits_for_model`.
     """
     from training.data import load_splits_for_model, make_pipeline
 
     if int(count) < 1:
         raise ValueError(f"calibration size must be at least 1, got {count}")
     height, width, channels = image_shape
-    splits = load_splits_for_model(dataset_spec, image_shape, data_dir)
+    splits = load_splits_for_model(dataset_spec, image_shape, data_dir, resize)
     train = splits.train.shuffle(min(20 * int(count), 50_000), seed=seed).take(int(count))
     batches = [np.asarray(x) for x, _ in make_pipeline(train, (height, width), channels, 256, cache=False)]
     if not batches:

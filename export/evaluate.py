@@ -8,16 +8,17 @@ from export.analysis import read_tflite
 from export.runtime import TFLiteRunner
 
 
-def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_size=256):
+def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_size=256, resize=False):
     """Yields `(float32 images [B, H, W, C] raw pixels, int labels [B])` of the test split.
 
     Raises ValueError when the dataset's images are not `image_shape`: a model is
-    evaluated on the images it was made for, never on silently resized ones.
+    evaluated on the images it was made for, never on silently resized ones (`resize`:
+    resized as training did, see `training.data.load_splits_for_model`).
     """
     from training.data import load_splits_for_model, make_pipeline, take_sample
 
     height, width, channels = image_shape
-    splits = load_splits_for_model(dataset_spec, image_shape, data_dir)
+    splits = load_splits_for_model(dataset_spec, image_shape, data_dir, resize)
     test = take_sample(splits.test, limit)  # a seeded sample: test splits may be sorted by class
     for images, labels in make_pipeline(test, (height, width), channels, batch_size, cache=False):
         yield np.asarray(images, dtype="float32"), np.asarray(labels)
@@ -37,7 +38,8 @@ def compare_outputs(outputs, reference, labels=None):
     return result
 
 
-def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, num_threads=None):
+def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, num_threads=None,
+                    resize=False):
     """Evaluates a `.tflite` classifier under LiteRT on the test split of `dataset_spec`.
 
     Returns a dict with `test_accuracy`, `num_images`, `size_bytes`, `median_latency_ms`
@@ -48,7 +50,7 @@ def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content, num_threads=num_threads)
     outputs, labels, reference = [], [], []
-    for images, batch_labels in test_batches(dataset_spec, runner.input_shape[1:], data_dir, limit):
+    for images, batch_labels in test_batches(dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize):
         outputs.append(runner.predict(images))
         labels.append(batch_labels)
         if keras_model is not None:

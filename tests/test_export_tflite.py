@@ -340,6 +340,28 @@ def test_evaluate_command_on_tflite(work, tmp_path, capsys):
     assert status == 2 and "28x28x1" in err and "\n" not in err
 
 
+def test_resize_is_opt_in_or_the_models_own_training_data(work, tmp_path, capsys):
+    import shutil
+
+    from export.evaluate import evaluate_tflite
+
+    tflite = str(work.folder / "model_float32.tflite")
+    # Asked for: the 8x8 digits are resized to the model's 28x28, for Keras and LiteRT alike.
+    metrics = evaluate_tflite(tflite, "digits", resize=True, keras_model=work.model)
+    assert metrics["num_images"] == 360 and metrics["agreement_with_keras"] == 1.0
+    assert metrics["max_logit_error"] < 1e-4
+    status, err = _cli(["evaluate", tflite, "--dataset", "digits"], capsys)
+    assert status == 2 and err.endswith("or --resize to resize them as training does") and "\n" not in err
+    assert _cli(["evaluate", tflite, "--dataset", "digits", "--resize", "--limit", "50"], capsys)[0] == 0
+    # A model trained on resized images (its config.json names that dataset): resized unasked.
+    run = tmp_path / "run"
+    shutil.copytree(work.run, run)
+    (run / "config.json").write_text(json.dumps({"class_names": CLASS_NAMES, "dataset": "digits"}))
+    output = tmp_path / "int8.tflite"
+    assert _cli(["export", str(run), "--mode", "int8", "--output", str(output)], capsys) == (0, "")
+    assert _cli(["evaluate", str(output), "--keras-model", str(run), "--limit", "50"], capsys)[0] == 0
+
+
 def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
     from export.analysis import analyze_ops
     from export.calibration import calibration_images

@@ -74,19 +74,22 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
     )
 
 
-def load_splits_for_model(spec, image_shape, data_dir=None):
+def load_splits_for_model(spec, image_shape, data_dir=None, resize=False):
     """`load_splits` for a trained model: its images must already be `image_shape` (H, W, C).
 
     Calibration and evaluation use the images a model was made for, never silently
-    resized ones, so a dataset of another size is an error.
+    resized ones, so a dataset of another size is an error, unless `resize`: the
+    pipeline then resizes them as `keras-vit train` did (the commands turn it on for the
+    dataset a model was trained on, or on `--resize`).
     """
     height, width, channels = image_shape
     splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
     shape = splits.info.image_shape
-    if shape is not None and tuple(shape) != (height, width, channels):
+    if shape is not None and tuple(shape) != (height, width, channels) and not (resize and shape[-1] == channels):
         raise ValueError(
             f"dataset {spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
             f"{height}x{width}x{channels} (height x width x channels); use the data the model was trained on"
+            + ("" if resize or shape[-1] != channels else ", or --resize to resize them as training does")
         )
     return splits
 

@@ -11,6 +11,9 @@ def register(subparsers):
     parser.add_argument("--keras-model", dest="keras_model", help="(.tflite) Keras model to measure agreement with")
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of N test images")
     parser.add_argument("--threads", type=int, help="(.tflite) interpreter threads")
+    parser.add_argument("--resize", action="store_true",
+                        help="(.tflite) resize the dataset's images to the model's input as training does (on by "
+                        "default for the dataset the model, or --keras-model, was trained on)")
     parser.add_argument("--output", help="metrics JSON to write (default: metrics_eval.json beside the model)")
     parser.set_defaults(func=run)
 
@@ -43,7 +46,10 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
 def run(args):
     from training.artifacts import read_training_config, write_json_atomic
 
-    spec = args.dataset or read_training_config(args.model).get("dataset")
+    trained_on = read_training_config(args.model).get("dataset")
+    if args.keras_model and not trained_on:
+        trained_on = read_training_config(args.keras_model).get("dataset")
+    spec = args.dataset or trained_on
     if not spec:
         raise ValueError("--dataset is needed: no training config.json beside the model names one")
     if args.model.endswith(".tflite"):
@@ -56,7 +62,7 @@ def run(args):
             keras_model = load_keras_model(args.keras_model, float32=True)  # what the export was made from
         metrics = evaluate_tflite(
             args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
-            num_threads=args.threads,
+            num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
         )
     else:
         metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit)

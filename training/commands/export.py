@@ -37,6 +37,9 @@ def register(subparsers):
                         default="channel", help="int8/int16x8 weight scales: one per output channel (default) "
                         "or one per matrix (smaller file)")
     parser.add_argument("--limit", type=int, help="report on a seeded sample of N test images")
+    parser.add_argument("--resize", action="store_true",
+                        help="resize the dataset's images to the model's input as training does (on by default "
+                        "for the dataset the model was trained on)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
                         help="(savedmodel) dtype of the serving_default images")
@@ -70,7 +73,10 @@ def run(args):
         raise ValueError(f"--mode {args.mode} applies to --format tflite; a SavedModel is float32")
     if args.format == "tflite" and args.output.endswith(".tflite") and args.mode == "all":
         raise ValueError("--mode all writes a folder: give --output a folder, not a .tflite file")
-    dataset = args.dataset or read_training_config(args.source).get("dataset")
+    trained_on = read_training_config(args.source).get("dataset")
+    dataset = args.dataset or trained_on
+    # The model's own training data may have been resized to its input by the pipeline.
+    resize = bool(args.resize or (dataset and dataset == trained_on))
     model, names = _model_and_names(args.source)
 
     if args.format == "savedmodel":
@@ -86,7 +92,7 @@ def run(args):
         rows = export_modes(
             model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
             args.graph, args.int8_input, args.int8_output, args.limit,
-            float_fallback=_fallback(args), weight_granularity=args.weight_granularity,
+            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, resize=resize,
         )
         for row in rows:
             print(
@@ -103,7 +109,8 @@ def run(args):
     if args.mode in QUANTIZED_MODES:
         if not dataset:
             raise ValueError(f"mode {args.mode} needs calibration images: pass --dataset SPEC (its training split is used)")
-        calibration = calibration_images(dataset, model_image_shape(model), args.calibration_size, args.data_dir)
+        calibration = calibration_images(dataset, model_image_shape(model), args.calibration_size, args.data_dir,
+                                         resize=resize)
     content = convert(
         model, args.mode, calibration, args.batch_size, args.graph,
         args.int8_input if args.mode == "int8" else "float32",
@@ -124,7 +131,7 @@ def export_after_training(config):
     folder = os.path.join(config.output, "tflite")
     rows = export_modes(
         model, folder, ("float32", "dynamic", "int8"), config.dataset, names, config.data_dir,
-        report_limit=config.limit_test,
+        report_limit=config.limit_test, resize=True,
     )
     for row in rows:
         print(f"{'tflite ' + row['mode']:<16}accuracy {row['accuracy']:.4f}  {row['size_bytes'] / 1e6:.3f} MB")
