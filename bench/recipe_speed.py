@@ -1,0 +1,64 @@
+"""Training throughput (`fit`, batch 128, synthetic images) of the accuracy recipes' models
+against the plain ViTs they replaced, one model per process, alternating.
+
+    nice python bench/recipe_speed.py [--steps 12] [--precision float32]
+
+Prints images/s per model; a CPU budget (`--time-budget`) turns these into epochs.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+MODELS = {
+    # name: ViT overrides on vit_digits
+    "mnist_plain_patch7": {"image_size": 28, "channels": 1, "patch_size": 7, "hidden_dim": 128, "num_layers": 6, "mlp_dim": 256},
+    "mnist_hybrid_recipe": {"image_size": 32, "channels": 1, "patch_size": 8, "stem_channels": [16, 32], "hidden_dim": 128,
+                            "num_layers": 4, "mlp_dim": 256},
+    "cifar_plain_patch4": {"image_size": 32, "channels": 3, "patch_size": 4, "hidden_dim": 128, "num_layers": 6, "mlp_dim": 256},
+    "cifar_hybrid_recipe": {"image_size": 32, "channels": 3, "patch_size": 8, "stem_channels": [32, 64, 128],
+                            "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384},
+}
+
+_CHILD = """
+import json, sys, time, numpy as np, keras
+from keras_vit import ViT
+overrides, steps, precision = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+keras.mixed_precision.set_global_policy(precision)
+model = ViT.from_preset("vit_digits", dropout_rate=0.0, **overrides)
+model.compile(optimizer=keras.optimizers.AdamW(1e-3),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+size, channels = overrides["image_size"], overrides["channels"]
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (128 * steps, size, size, channels)).astype("float32")
+y = rng.integers(0, 10, len(x))
+model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # compile and warm up
+start = time.perf_counter()
+model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+print(json.dumps({"params": model.count_params(), "images_per_second": len(x) / (time.perf_counter() - start)}))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", default="float32")
+    args = parser.parse_args()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    results = {name: [] for name in MODELS}
+    for _ in range(args.rounds):  # alternate, so load hits every model alike
+        for name, overrides in MODELS.items():
+            done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(overrides), str(args.steps), args.precision],
+                                  capture_output=True, text=True, env=env, check=True)
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print("| model | params | images/s (median of rounds) |\n|---|---|---|")
+    for name, runs in results.items():
+        speeds = sorted(r["images_per_second"] for r in runs)
+        print(f"| {name} | {runs[0]['params']:,} | {speeds[len(speeds) // 2]:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
