@@ -303,6 +303,11 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
 def model_params(model):
     """Returns a `ViT`'s weights as `{name: float32 array}` in the official checkpoint layout."""
     _check_vit(model)
+    if model.stem_channels:
+        raise ValueError(
+            f"the official checkpoint layout has a linear patch embedding; a hybrid ViT (stem_channels="
+            f"{list(model.stem_channels)}) cannot be written in it: save it as a .keras file"
+        )
     patch_h, patch_w = model.patch_size
     dim, heads = model.hidden_dim, model.num_heads
     head_dim = dim // heads

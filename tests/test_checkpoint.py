@@ -438,6 +438,10 @@ def test_save_needs_a_vit_and_an_existing_folder(tmp_path):
     model = keras_vit.ViT(**TINY, num_classes=3, input_scaling="symmetric")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_checkpoint(model, tmp_path / "missing" / "x.npz")
+    hybrid = keras_vit.ViT(**dict(TINY, stem_channels=(4,)), num_classes=3, input_scaling="symmetric")
+    with pytest.raises(ValueError, match=r"a hybrid ViT \(stem_channels=\[4\]\) cannot be written in it"):
+        save_checkpoint(hybrid, tmp_path / "hybrid.npz")
+    assert not (tmp_path / "hybrid.npz").exists()
 
 
 # --- Bad files and mismatches ---
