@@ -14,10 +14,12 @@ import sys
 
 MODELS = {
     # name: ViT overrides on vit_digits
-    "mnist_plain_patch7": {"image_size": 28, "channels": 1, "patch_size": 7, "hidden_dim": 128, "num_layers": 6, "mlp_dim": 256},
+    "mnist_plain_patch7": {"image_size": 28, "channels": 1, "patch_size": 7, "stem_channels": None, "hidden_dim": 128,
+                           "num_layers": 6, "mlp_dim": 256},
     "mnist_hybrid_recipe": {"image_size": 32, "channels": 1, "patch_size": 8, "stem_channels": [16, 32], "hidden_dim": 128,
                             "num_layers": 4, "mlp_dim": 256},
-    "cifar_plain_patch4": {"image_size": 32, "channels": 3, "patch_size": 4, "hidden_dim": 128, "num_layers": 6, "mlp_dim": 256},
+    "cifar_plain_patch4": {"image_size": 32, "channels": 3, "patch_size": 4, "stem_channels": None, "hidden_dim": 128,
+                           "num_layers": 6, "mlp_dim": 256},
     "cifar_hybrid_recipe": {"image_size": 32, "channels": 3, "patch_size": 8, "stem_channels": [32, 64, 128],
                             "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384},
 }

@@ -15,7 +15,7 @@ import platform
 import time
 
 RECIPES = {
-    # The README's default job: scikit-learn digits, 8x8, 136k parameters.
+    # The README's default job: scikit-learn digits, 8x8, the hybrid `vit_digits` (139k parameters), 60 epochs.
     "digits": {"dataset": "digits", "preset": "vit_digits"},
     # MNIST as a hybrid ViT: resized to 32x32, a two-convolution stem (16, 32 channels, stride 4) and
     # 8x8-pixel tokens (4x4 grid), hidden 128, 4 layers, 0.56M parameters. The plain ViT (4x4 patches of

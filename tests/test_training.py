@@ -32,7 +32,7 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
         # model from memorizing 2,000 images (without them it stops near 88%).
         model=dict(
             image_size=28, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4, mlp_dim=128, pooling="gap",
-            dropout_rate=0.0,
+            dropout_rate=0.0, stem_channels=None,  # the plain ViT: 7x7 patches (a stem needs even ones)
         ),
         epochs=60,
         batch_size=64,

@@ -40,7 +40,7 @@ class TrainConfig:
     model: dict = dataclasses.field(default_factory=dict)
     init_from: str = None
     data_dir: str = None
-    epochs: int = 100
+    epochs: int = 60
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 0.1
