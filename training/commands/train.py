@@ -1,5 +1,7 @@
 """`keras-vit train`: train a ViT on a dataset spec and write an output folder."""
 
+import argparse
+
 from training.config import TrainConfig, merge_config, read_config_file
 
 
@@ -11,8 +13,6 @@ def _size(text):
 
 def _channels(text):
     """`32,64` -> (32, 64); `none` -> () (no stem: the linear patch embedding)."""
-    import argparse
-
     if str(text).strip().lower() in ("none", ""):
         return ()
     try:
