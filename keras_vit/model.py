@@ -119,8 +119,10 @@ class ViT(keras.Model):
             if min(std) <= 0:
                 raise ValueError(f"std must be positive, got {std}")
 
-        stem_channels = tuple(int(c) for c in stem_channels) if stem_channels else None
-        stem_stride = 2 ** len(stem_channels) if stem_channels else 1
+        # ConvStem validates the channels; built first so that a bad list is named as such.
+        stem = ConvStem(stem_channels, dtype=dtype, name="stem") if stem_channels else None
+        stem_channels = stem.filters if stem else None
+        stem_stride = stem.stride if stem else 1
         if patch_size[0] % stem_stride or patch_size[1] % stem_stride:
             raise ValueError(
                 f"patch_size {patch_size} must be divisible by the stem's stride {stem_stride} "
@@ -135,7 +137,6 @@ class ViT(keras.Model):
             normalization = keras.layers.Normalization(
                 mean=mean, variance=[s * s for s in std], dtype=dtype, name="normalization"
             )
-        stem = ConvStem(stem_channels, dtype=dtype, name="stem") if stem_channels else None
         # With a stem, patches are cut from its feature map, which is stem_stride times smaller.
         patches = Patches((patch_size[0] // stem_stride, patch_size[1] // stem_stride), dtype=dtype, name="patches")
         patch_encoder = PatchEncoder(

@@ -321,6 +321,8 @@ SMALL = dict(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8
         (dict(channels=0), ValueError, r"channels must be positive, got 0"),
         (dict(stem_channels=(4, 4, 4)), ValueError, r"patch_size \(4, 4\) must be divisible by the stem's stride 8"),
         (dict(stem_channels=(4, 0)), ValueError, r"filters must be a non-empty list of positive ints"),
+        (dict(stem_channels=("4",)), ValueError, r"filters must be a non-empty list of positive ints, got \('4',\)"),
+        (dict(stem_channels=(4.5,)), ValueError, r"filters must be a non-empty list of positive ints"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(overrides, error, message):

@@ -1,5 +1,7 @@
 """Convolutional stem of the hybrid ViT: a few strided 3x3 convolutions before the patches."""
 
+import numbers
+
 import keras
 
 
@@ -29,8 +31,8 @@ class ConvStem(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, batch_norm_momentum=0.9, **kwargs):
         super().__init__(**kwargs)
-        filters = tuple(filters)
-        if not filters or any(isinstance(f, bool) or int(f) != f or int(f) < 1 for f in filters):
+        filters = tuple(filters) if isinstance(filters, (list, tuple)) else ()
+        if not filters or any(isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1 for f in filters):
             raise ValueError(f"filters must be a non-empty list of positive ints, got {filters!r}")
         if int(kernel_size) < 1:
             raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
