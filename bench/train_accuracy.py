@@ -47,10 +47,10 @@ RECIPES = {
     "cifar10": {
         "dataset": "npz:{data}/cifar10_jpeg.npz",
         "preset": "vit_digits",
-        "model": {"image_size": 32, "patch_size": 8, "stem_channels": [32, 64, 128], "hidden_dim": 192,
+        "model": {"image_size": 32, "patch_size": 8, "stem_channels": [96, 192, 384], "hidden_dim": 192,
                   "num_layers": 6, "num_heads": 4, "mlp_dim": 384, "dropout_rate": 0.0},
         "epochs": 60,
-        "time_budget_minutes": 90,
+        "time_budget_minutes": 100,
         "batch_size": 128,
         "learning_rate": 2e-3,
         "weight_decay": 0.05,
