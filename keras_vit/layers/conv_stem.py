@@ -16,6 +16,9 @@ class ConvStem(keras.layers.Layer):
     resolution, so a token still covers `patch_size` pixels when the patches are taken
     `patch_size / 2**len(filters)` feature-map positions wide.
 
+    In training, each BatchNorm normalizes with the statistics of the global batch, also
+    under `tf.distribute` (synchronized across replicas; TensorFlow backend).
+
     Shapes: `[B, H, W, C]` -> `[B, ceil(H / 2**n), ceil(W / 2**n), filters[-1]]`,
     `n = len(filters)` ("same" padding).
 
@@ -47,9 +50,14 @@ class ConvStem(keras.layers.Layer):
             )
             for i, f in enumerate(self.filters)
         ]
+        # Under tf.distribute each replica would otherwise normalize with the statistics of its
+        # own share of the batch, so two replicas of 64 would not train like one device of 128
+        # (tests/test_distributed.py). Keras synchronizes them on the TensorFlow backend only.
+        synchronized = keras.backend.backend() == "tensorflow"
         self.norms = [
             keras.layers.BatchNormalization(
-                momentum=self.batch_norm_momentum, epsilon=1e-5, dtype=self.dtype_policy, name=f"batch_norm_{i}"
+                momentum=self.batch_norm_momentum, epsilon=1e-5, synchronized=synchronized,
+                dtype=self.dtype_policy, name=f"batch_norm_{i}",
             )
             for i in range(len(self.filters))
         ]

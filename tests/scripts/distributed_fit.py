@@ -1,4 +1,4 @@
-"""Trains a tiny ViT for a few steps under a strategy and saves its weights (run as a subprocess).
+"""Trains a tiny hybrid ViT for a few steps under a strategy and saves its weights (run as a subprocess).
 
 Usage: distributed_fit.py MODE OUT.npz, MODE one of `one_device`, `mirrored`, `multiworker`.
 Logical CPU devices must be configured before TensorFlow starts, hence a separate process.
@@ -33,8 +33,11 @@ images = rng.uniform(0, 255, (4 * GLOBAL_BATCH, 8, 8, 1)).astype("float32")
 labels = keras.utils.to_categorical(rng.integers(0, 10, len(images)), 10)
 
 with strategy.scope():
-    model = ViT(image_size=8, channels=1, patch_size=2, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=10)
-    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") for w in model.get_weights()])
+    # A hybrid: its stem's BatchNorm must see the global batch's statistics on every replica.
+    model = ViT(image_size=8, channels=1, patch_size=2, stem_channels=(4,), num_layers=2, num_heads=2, hidden_dim=16,
+                mlp_dim=32, num_classes=10)
+    weights = [rng.normal(0, 0.2, w.shape).astype("float32") for w in model.weights]
+    model.set_weights([np.abs(v) if "variance" in w.path else v for w, v in zip(model.weights, weights)])
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
 dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(GLOBAL_BATCH)
 if mode == "multiworker":
