@@ -130,7 +130,7 @@ def test_conv_stem_matches_numpy(image_shape):
     assert output.shape == expected.shape == tuple(stem.compute_output_shape(x.shape))
     np.testing.assert_allclose(output, expected, atol=1e-4, rtol=1e-4)
     # In training, BatchNorm normalizes with the batch's statistics instead (mean and biased
-    # variance over batch, height and width; Keras' synchronized path computes E[x^2] - E[x]^2).
+    # variance over batch, height and width).
     expected_training = x.astype("float64")
     for i in range(2):
         expected_training = conv2d_same(expected_training, w[f"conv_{i}/kernel"], 2)

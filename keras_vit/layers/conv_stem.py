@@ -5,6 +5,15 @@ import numbers
 import keras
 
 
+def _replicas_in_sync():
+    """Replicas of the `tf.distribute` strategy in scope: 1 outside one, or off TensorFlow."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ConvStem(keras.layers.Layer):
     """3x3 convolutions of stride 2, each followed by BatchNorm and ReLU.
@@ -16,8 +25,8 @@ class ConvStem(keras.layers.Layer):
     resolution, so a token still covers `patch_size` pixels when the patches are taken
     `patch_size / 2**len(filters)` feature-map positions wide.
 
-    In training, each BatchNorm normalizes with the statistics of the global batch, also
-    under `tf.distribute` (synchronized across replicas; TensorFlow backend).
+    In training, each BatchNorm normalizes with the statistics of the global batch: built
+    under a `tf.distribute` strategy of several replicas, it synchronizes them.
 
     Shapes: `[B, H, W, C]` -> `[B, ceil(H / 2**n), ceil(W / 2**n), filters[-1]]`,
     `n = len(filters)` ("same" padding).
@@ -52,8 +61,9 @@ class ConvStem(keras.layers.Layer):
         ]
         # Under tf.distribute each replica would otherwise normalize with the statistics of its
         # own share of the batch, so two replicas of 64 would not train like one device of 128
-        # (tests/test_distributed.py). Keras synchronizes them on the TensorFlow backend only.
-        synchronized = keras.backend.backend() == "tensorflow"
+        # (tests/test_distributed.py). Only then: Keras' synchronized moments (E[x^2] - E[x]^2)
+        # would change one device's arithmetic for nothing.
+        synchronized = _replicas_in_sync() > 1
         self.norms = [
             keras.layers.BatchNormalization(
                 momentum=self.batch_norm_momentum, epsilon=1e-5, synchronized=synchronized,
