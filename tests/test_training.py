@@ -169,15 +169,14 @@ def test_progress_schedule_follows_time_or_steps_whichever_is_further():
 
 
 def test_time_budget_stops_training_and_anneals(tmp_path):
-    # 24 seconds: 3 to 10 epochs, depending on the CPU (1.5 s per epoch on the AVX2 machine).
-    config = TrainConfig(output=str(tmp_path / "run"), epochs=1000, time_budget_minutes=0.4, backup_every=1000)
+    # 30 seconds: 4 to 12 epochs, depending on the CPU. The budget includes ~20 s of tracing on a slow
+    # host, where 24 s left 2-3 epochs and 0.27 accuracy.
+    config = TrainConfig(output=str(tmp_path / "run"), epochs=1000, time_budget_minutes=0.5, backup_every=1000)
     metrics = train(config, verbose=0)
     assert metrics["stopped_by_time_budget"]
     assert 1 <= metrics["epochs_run"] < 1000
-    assert 24.0 <= metrics["train_seconds"] < 80.0
-    # Ten classes, 360 test images: chance is 0.1 (36 +- 6 right). The budget includes the ~20 s of
-    # tracing, so a slow host trains only 2-3 epochs (0.27 seen); 0.2 is still 6 deviations off chance.
-    assert metrics["test_accuracy"] > 0.2
+    assert 30.0 <= metrics["train_seconds"] < 86.0
+    assert metrics["test_accuracy"] > 0.3  # ten classes: chance is 0.1
     with open(tmp_path / "run" / "history.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == metrics["epochs_run"]
