@@ -9,13 +9,18 @@ def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mi
 
     Images are raw 0..255 float32 `[B, H, W, C]`; the layers stay float32 under a
     mixed-precision policy (the model casts its inputs itself). Crop-with-padding pads by
-    reflection then crops back to `image_size`; MixUp/CutMix mix the one-hot labels.
+    reflection then crops each image back to `image_size` at its own random offset;
+    MixUp/CutMix mix the one-hot labels.
     """
     height, width = image_size
     layers = []
     if crop_padding:
-        layers.append(_PadReflect(int(crop_padding)))
-        layers.append(keras.layers.RandomCrop(height, width, seed=seed, dtype="float32"))
+        if not 0 < int(crop_padding) < min(height, width):
+            raise ValueError(
+                f"crop_padding must be between 1 and {min(height, width) - 1} for {height}x{width} images"
+                f" (reflection padding), got {crop_padding}"
+            )
+        layers.append(RandomCropPerImage(int(crop_padding), seed=seed))
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, dtype="float32"))
     if randaugment:
@@ -39,12 +44,30 @@ def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mi
     return augment
 
 
-class _PadReflect:
-    """Reflect-pads the spatial dims (Keras' ZeroPadding2D pads with zeros only)."""
+class RandomCropPerImage:
+    """Reflect-pads a batch by `padding` pixels and crops every image at its own offset.
 
-    def __init__(self, padding):
-        self.padding = padding
+    Written here because Keras' `RandomCrop` (3.15) draws one offset for the whole
+    batch, so all images of a batch shift alike, and its `ZeroPadding2D` pads with
+    zeros only. The offsets come from a Keras `SeedGenerator`, so a fresh augmenter
+    with the same seed repeats the same crops.
+
+    Shapes: `[B, H, W, C]` -> `[B, H, W, C]`; each output image is the window of its
+    padded image at rows `dy .. dy+H-1`, columns `dx .. dx+W-1`, `0 <= dy, dx <= 2*padding`.
+    """
+
+    def __init__(self, padding, seed=0):
+        self.padding = int(padding)
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def __call__(self, images, training=True):
+        if not training:
+            return images
         p = self.padding
-        return tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        shape = tf.shape(images)
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        offsets = keras.random.randint((shape[0], 2), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
+        rows = offsets[:, :1] + tf.range(shape[1])[None, :]  # [B, H] rows of the padded images
+        columns = offsets[:, 1:] + tf.range(shape[2])[None, :]  # [B, W]
+        cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
+        return tf.ensure_shape(cropped, images.shape)
