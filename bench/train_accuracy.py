@@ -64,13 +64,15 @@ RECIPES = {
 }
 
 
-def run(name, data_dir, output_root, epochs=None):
+def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None):
     from training.config import merge_config
     from training.fit import train
 
     recipe = json.loads(json.dumps(RECIPES[name]).replace("{data}", os.path.abspath(data_dir)))
     if epochs:
         recipe["epochs"] = epochs
+    if time_budget_minutes:
+        recipe["time_budget_minutes"] = time_budget_minutes
     recipe["output"] = os.path.join(output_root, name)
     config = merge_config(recipe)
     start = time.perf_counter()
@@ -96,8 +98,9 @@ def main():
     parser.add_argument("--data", default="../shared/data", help="folder with mnist.npz and cifar10_jpeg.npz")
     parser.add_argument("--output", default="runs/bench", help="training output folders")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--time-budget", type=float, help="override the recipe's training-time budget, minutes")
     args = parser.parse_args()
-    run(args.recipe, args.data, args.output, args.epochs)
+    run(args.recipe, args.data, args.output, args.epochs, args.time_budget)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def register(subparsers):
     fit.add_argument("--limit-train", dest="limit_train", type=int, help="train on a seeded sample of N training images")
     fit.add_argument("--limit-test", dest="limit_test", type=int, help="test on a seeded sample of N test images")
     augment = parser.add_argument_group("augmentation")
-    augment.add_argument("--crop-padding", dest="crop_padding", type=int, help="random crop after reflect padding")
+    augment.add_argument("--crop-padding", dest="crop_padding", type=int, metavar="PIXELS",
+                         help="reflect-pad by PIXELS, then crop each image back at a random offset")
     augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
     augment.add_argument("--randaugment", action="store_true", default=None)
     augment.add_argument("--mixup", type=float, metavar="ALPHA")
