@@ -22,7 +22,8 @@ RECIPES = {
     # 7x7 pixels, 6 layers) under-fitted: 98.79% when its 19-minute budget ended (BENCHMARKS.md, section 2);
     # the stem gives the locality a transformer must otherwise learn from data. `precision: auto` is
     # bfloat16 on AVX512-BF16 CPUs (1.3x there) and float32 elsewhere (bfloat16 is slower without it).
-    # The schedule spans a 19-minute training-time budget; `epochs` only caps it.
+    # The schedule spans a 19-minute training-time budget; `epochs` only caps it. 99.37% in 14 epochs on a
+    # 2-core AVX2 CPU since the crops are drawn per image (99.29% with one crop offset per batch).
     "mnist": {
         "dataset": "npz:{data}/mnist.npz",
         "preset": "vit_digits",
