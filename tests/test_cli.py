@@ -65,6 +65,7 @@ def _bad_npz(tmp_path, **arrays):
         ("stem_stride_too_large", "patch_size (2, 2) must be divisible by the stem's stride 4"),
         ("bad_stem_channels", "expected positive channel counts like 32,64 or 'none', got '32,x'"),
         ("crop_padding_too_large", "crop_padding must be between 1 and 7 for 8x8 images"),
+        ("negative_backup_seconds", "backups need backup_every >= 1 step and backup_seconds >= 0, got 50 and -1.0"),
         ("empty_folder", "no class sub-folders"),
         ("bad_tf_config", "TF_CONFIG is not valid JSON"),
         ("bad_config_file", "cannot parse config file"),
@@ -93,6 +94,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         args += ["--stem-channels", "32,x"]
     elif case == "crop_padding_too_large":
         args += ["--crop-padding", "8"]
+    elif case == "negative_backup_seconds":
+        args += ["--backup-seconds", "-1"]
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         args += ["--dataset", f"folder:{tmp_path / 'empty'}"]

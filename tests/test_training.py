@@ -247,9 +247,29 @@ def test_time_budget_is_refused_across_workers(tmp_path, monkeypatch):
 
 
 def test_callbacks_reject_bad_arguments():
-    from training.callbacks import AtomicBestModel, TimeBudget
+    from training.callbacks import AtomicBestModel, PeriodicBackup, TimeBudget
 
+    with pytest.raises(ValueError, match="every_steps must be at least 1"):
+        PeriodicBackup("backup", every_steps=0)
     with pytest.raises(ValueError, match="keep must be one of"):
         AtomicBestModel("model.keras", keep="worst")
     with pytest.raises(ValueError, match="the time budget must be positive"):
         TimeBudget(0, elapsed=None, time_progress=None)
+
+
+@pytest.mark.parametrize("every_steps, min_seconds, expected", [(1, 0.0, 30), (4, 0.0, 7), (1, 3600.0, 0)])
+def test_periodic_backup_counts_steps_and_waits_its_seconds(tmp_path, every_steps, min_seconds, expected):
+    """30 steps over 3 epochs: a backup every N steps (the count runs across epochs), none
+    while the time floor has not passed since training began."""
+    from training.callbacks import PeriodicBackup
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = PeriodicBackup(str(tmp_path / "backup"), every_steps, min_seconds, delete_checkpoint=False)
+    model.fit(np.zeros((40, 4)), np.zeros((40, 2)), batch_size=4, epochs=3, callbacks=[backup], verbose=0)
+    assert backup.backups_written == expected
+    metadata = tmp_path / "backup" / "training_metadata.json"
+    assert metadata.exists() == (expected > 0)
+    if expected:
+        assert json.loads(metadata.read_text())["epoch"] == 2  # the last backup, in the third epoch

@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: str = "auto"
     backup_every: int = 50
+    backup_seconds: float = 30.0
     early_stopping: int = 0
     keep_model: str = "best"
     limit_train: int = None
@@ -79,6 +80,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.keep_model not in ("best", "last"):
             raise ValueError(f"keep_model must be 'best' or 'last', got {self.keep_model!r}")
+        if self.backup_every < 1 or self.backup_seconds < 0:
+            raise ValueError(
+                f"backups need backup_every >= 1 step and backup_seconds >= 0, got {self.backup_every} and {self.backup_seconds}"
+            )
         if self.time_budget_minutes < 0:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:

@@ -8,7 +8,7 @@ import keras
 
 from training import artifacts
 from training.augment import make_augmenter
-from training.callbacks import AtomicBestModel, ElapsedTime, TimeBudget
+from training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
 from training.data import load_splits, make_pipeline, take_sample
 from training.optimization import make_optimizer
 from training.plots import plot_curves
@@ -157,7 +157,7 @@ def train(config, verbose=1):
 
     elapsed = ElapsedTime(os.path.join(backup_dir, "elapsed.json"))
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True),
+        PeriodicBackup(backup_dir, config.backup_every, config.backup_seconds, double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
         elapsed,
     ]

@@ -70,7 +70,10 @@ def register(subparsers):
                      help="float32 (default), mixed precision, or auto: bfloat16 where the CPU/GPU/TPU computes it "
                      "natively, float16 on Volta/Turing GPUs, else float32")
     fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
-    fit.add_argument("--backup-every", dest="backup_every", type=int, help="steps between crash backups")
+    fit.add_argument("--backup-every", dest="backup_every", type=int, metavar="STEPS",
+                     help="steps between crash backups (default 50)")
+    fit.add_argument("--backup-seconds", dest="backup_seconds", type=float, metavar="SECONDS",
+                     help="at least this long between crash backups (default 30; 0: every --backup-every steps)")
     fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
                      help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
