@@ -28,16 +28,17 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
         dataset=f"npz:{path}",
         output=str(tmp_path / "run"),
         preset="vit_digits",
-        # 16 tokens of 7x7 pixels keep steps cheap; 1-pixel random shifts keep the
-        # model from memorizing 2,000 images (without them it stops near 88%).
+        # A hybrid: a (16, 32) stem on images resized to 32x32, then 16 tokens of 8x8 pixels.
+        # It learns in 25 epochs what the plain ViT (7x7 patches) needed 60 for (93% on this
+        # CPU), in under half the time; per-image random shifts keep it from memorizing.
         model=dict(
-            image_size=28, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4, mlp_dim=128, pooling="gap",
-            dropout_rate=0.0, stem_channels=None,  # the plain ViT: 7x7 patches (a stem needs even ones)
+            image_size=32, patch_size=8, stem_channels=(16, 32), hidden_dim=64, num_layers=4, num_heads=4,
+            mlp_dim=128, pooling="gap", dropout_rate=0.0,
         ),
-        epochs=60,
+        epochs=25,
         batch_size=64,
         learning_rate=3e-3,
-        crop_padding=1,
+        crop_padding=2,
         label_smoothing=0.1,
         weight_decay=0.05,
         mixup=0.0,
