@@ -214,3 +214,7 @@ def test_crop_padding_must_fit_the_image():
 
     with pytest.raises(ValueError, match="crop_padding must be between 1 and 7 for 8x8 images"):
         make_augmenter((8, 8), crop_padding=8)
+    from training.augment import RandomCropPerImage
+
+    with pytest.raises(ValueError, match="padding must be at least 1 pixel, got 0"):
+        RandomCropPerImage(0)

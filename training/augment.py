@@ -57,6 +57,8 @@ class RandomCropPerImage:
     """
 
     def __init__(self, padding, seed=0):
+        if int(padding) < 1:
+            raise ValueError(f"padding must be at least 1 pixel, got {padding}")
         self.padding = int(padding)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
