@@ -254,6 +254,8 @@ def test_callbacks_reject_bad_arguments():
         PeriodicBackup("backup", every_steps=0)
     with pytest.raises(ValueError, match="keep must be one of"):
         AtomicBestModel("model.keras", keep="worst")
+    with pytest.raises(ValueError, match="min_seconds must be 0 or more"):
+        AtomicBestModel("model.keras", min_seconds=-1)
     with pytest.raises(ValueError, match="the time budget must be positive"):
         TimeBudget(0, elapsed=None, time_progress=None)
 
@@ -267,10 +269,53 @@ def test_periodic_backup_counts_steps_and_waits_its_seconds(tmp_path, every_step
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
-    backup = PeriodicBackup(str(tmp_path / "backup"), every_steps, min_seconds, delete_checkpoint=False)
+    flushes = []
+    backup = PeriodicBackup(str(tmp_path / "backup"), every_steps, min_seconds, delete_checkpoint=False,
+                            before_backup=lambda: flushes.append(backup.backups_written))
     model.fit(np.zeros((40, 4)), np.zeros((40, 2)), batch_size=4, epochs=3, callbacks=[backup], verbose=0)
     assert backup.backups_written == expected
+    # before_backup ran before each backup was written, and once more at the end of training.
+    assert flushes == list(range(expected)) + [expected]
     metadata = tmp_path / "backup" / "training_metadata.json"
     assert metadata.exists() == (expected > 0)
     if expected:
         assert json.loads(metadata.read_text())["epoch"] == 2  # the last backup, in the third epoch
+
+
+@pytest.mark.parametrize("min_seconds, writes_during_epochs", [(3600.0, 1), (0.0, 2)])
+def test_best_model_held_in_memory_is_written_with_its_own_state(tmp_path, min_seconds, writes_during_epochs):
+    """Within the time floor, a better model is held in memory; flush() (at train end)
+    writes that epoch's weights and optimizer state, not the current ones, and leaves the
+    model as it was. Without a floor each better model is written at once."""
+    from training.callbacks import AtomicBestModel
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)  # builds the optimizer's variables
+    kernel, iterations = model.layers[0].kernel, model.optimizer.iterations
+    path = tmp_path / "model.keras"
+    scores = tmp_path / "model.keras.best.json"
+    best = AtomicBestModel(str(path), min_seconds=min_seconds)
+    best.set_model(model)
+    best.on_train_begin()
+
+    best.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0})  # the first model is written at once
+    assert best.files_written == 1
+    kernel.assign(np.full((3, 2), 1.0))
+    iterations.assign(11)
+    best.on_epoch_end(1, {"val_accuracy": 0.9, "val_loss": 0.5})  # better
+    assert best.files_written == writes_during_epochs
+    assert json.loads(scores.read_text())["epoch"] == writes_during_epochs
+    kernel.assign(np.full((3, 2), 2.0))
+    iterations.assign(22)
+    best.on_epoch_end(2, {"val_accuracy": 0.8, "val_loss": 0.6})  # worse: nothing to write
+    best.on_train_end()
+
+    assert best.files_written == 2
+    assert json.loads(scores.read_text()) == {"val_accuracy": 0.9, "val_loss": 0.5, "epoch": 2}
+    saved = keras.saving.load_model(path)
+    np.testing.assert_array_equal(saved.layers[0].kernel.numpy(), np.full((3, 2), 1.0))
+    assert int(saved.optimizer.iterations.numpy()) == 11
+    np.testing.assert_array_equal(kernel.numpy(), np.full((3, 2), 2.0))  # the run goes on where it was
+    assert int(iterations.numpy()) == 22

@@ -21,18 +21,32 @@ class AtomicBestModel(keras.callbacks.Callback):
     saving leaves a truncated `model.keras`; this writes a temporary file in the
     same folder and renames it over the old one. The best scores so far are kept
     beside the model, so a resumed run does not overwrite a better model.
+
+    Writes are at most `min_seconds` apart: one `.keras` archive costs 0.3-0.45 s on two
+    CPU cores even for the 138k-parameter digits model, and that job improves its
+    validation score 19-40 times in its 2 minutes. A better model found sooner is kept
+    in memory (its weights and optimizer state) and written by `flush()`: at the end of
+    training, at the next epoch past the time floor, and before each crash backup
+    (`PeriodicBackup(before_backup=...)`), so a resumed run never lacks a best model
+    from before its backup.
     """
 
     KEEP = ("best", "last")
 
-    def __init__(self, path, keep="best"):
+    def __init__(self, path, keep="best", min_seconds=0.0):
         super().__init__()
         if keep not in self.KEEP:
             raise ValueError(f"keep must be one of {self.KEEP}, got {keep!r}")
+        if min_seconds < 0:
+            raise ValueError(f"min_seconds must be 0 or more, got {min_seconds}")
         self.path = path
         self.keep = keep
+        self.min_seconds = float(min_seconds)
         self.state_path = f"{path}.best.json"
         self.best = None
+        self.files_written = 0
+        self._pending = None  # (scores, values of _state_variables()) not yet on disk
+        self._last_write = None
         if os.path.exists(self.state_path) and os.path.exists(path):
             with open(self.state_path) as file:
                 self.best = json.load(file)
@@ -50,13 +64,48 @@ class AtomicBestModel(keras.callbacks.Callback):
         if not self._better(accuracy, loss):
             return
         self.best = {"val_accuracy": accuracy, "val_loss": loss, "epoch": epoch + 1}
+        if self._last_write is None or time.monotonic() - self._last_write >= self.min_seconds:
+            self._pending = None
+            self._write(self.best)
+        else:
+            self._pending = (self.best, [variable.numpy() for variable in self._state_variables()])
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self):
+        """Writes the best model still held in memory, if any; the model keeps its current state."""
+        if self._pending is None:
+            return
+        scores, values = self._pending
+        self._pending = None
+        variables = self._state_variables()
+        current = [variable.numpy() for variable in variables]
+        self._assign(variables, values)
+        try:
+            self._write(scores)
+        finally:
+            self._assign(variables, current)
+
+    def _state_variables(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return list(self.model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+
+    @staticmethod
+    def _assign(variables, values):
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    def _write(self, scores):
         tmp = f"{self.path}.tmp-{os.getpid()}.keras"
         self.model.save(tmp)
         os.replace(tmp, self.path)
         tmp_state = f"{self.state_path}.tmp"
         with open(tmp_state, "w") as file:
-            json.dump(self.best, file)
+            json.dump(scores, file)
         os.replace(tmp_state, self.state_path)
+        self.files_written += 1
+        self._last_write = time.monotonic()
 
 
 class ElapsedTime(keras.callbacks.Callback):
@@ -123,10 +172,12 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
     work a killed run loses; big models, whose 50 steps take longer, are unaffected.
 
     Resuming is Keras': the weights and optimizer of the last backup, from the start of
-    the epoch it was taken in.
+    the epoch it was taken in. `before_backup` (a function of no arguments) runs before
+    each backup: `AtomicBestModel.flush`, so that epochs a resumed run will not repeat
+    have their best model on disk.
     """
 
-    def __init__(self, backup_dir, every_steps=50, min_seconds=30.0, **kwargs):
+    def __init__(self, backup_dir, every_steps=50, min_seconds=30.0, before_backup=None, **kwargs):
         # save_freq=1: the parent saves each time its batch hook runs; this class decides when.
         super().__init__(backup_dir, save_freq=1, **kwargs)
         if int(every_steps) < 1:
@@ -135,6 +186,7 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
             raise ValueError(f"min_seconds must be 0 or more, got {min_seconds}")
         self.every_steps = int(every_steps)
         self.min_seconds = float(min_seconds)
+        self.before_backup = before_backup
         self.backups_written = 0
         self._steps_since_backup = 0
         self._last_backup = time.monotonic()
@@ -144,10 +196,18 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         self._steps_since_backup = 0
         self._last_backup = time.monotonic()
 
+    def on_train_end(self, logs=None):
+        # The parent deletes the backup here: the best model must be on disk first.
+        if self.before_backup is not None:
+            self.before_backup()
+        super().on_train_end(logs)
+
     def on_train_batch_end(self, batch, logs=None):
         self._steps_since_backup += 1
         if self._steps_since_backup < self.every_steps or time.monotonic() - self._last_backup < self.min_seconds:
             return
+        if self.before_backup is not None:
+            self.before_backup()
         super().on_train_batch_end(batch, logs)
         self.backups_written += 1
         self._steps_since_backup = 0

@@ -156,8 +156,16 @@ def train(config, verbose=1):
                 os.remove(os.path.join(output, stale))
 
     elapsed = ElapsedTime(os.path.join(backup_dir, "elapsed.json"))
+    best_model = None
+    if chief:
+        best_model = AtomicBestModel(
+            os.path.join(output, artifacts.MODEL_FILE), keep=config.keep_model, min_seconds=config.backup_seconds
+        )
     callbacks = [
-        PeriodicBackup(backup_dir, config.backup_every, config.backup_seconds, double_checkpoint=True),
+        PeriodicBackup(
+            backup_dir, config.backup_every, config.backup_seconds, double_checkpoint=True,
+            before_backup=best_model.flush if best_model else None,
+        ),
         keras.callbacks.TerminateOnNaN(),
         elapsed,
     ]
@@ -170,7 +178,7 @@ def train(config, verbose=1):
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if chief:
         callbacks += [
-            AtomicBestModel(os.path.join(output, artifacts.MODEL_FILE), keep=config.keep_model),
+            best_model,
             keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=resumed_epoch is not None),
             keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"),
         ]

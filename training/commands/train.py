@@ -73,7 +73,8 @@ def register(subparsers):
     fit.add_argument("--backup-every", dest="backup_every", type=int, metavar="STEPS",
                      help="steps between crash backups (default 50)")
     fit.add_argument("--backup-seconds", dest="backup_seconds", type=float, metavar="SECONDS",
-                     help="at least this long between crash backups (default 30; 0: every --backup-every steps)")
+                     help="at least this long between crash backups, and between writes of model.keras "
+                     "(default 30; 0: every --backup-every steps, and each better model at once)")
     fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
                      help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
