@@ -191,22 +191,23 @@ def test_limits_draw_a_seeded_sample_not_the_first_images():
     assert [int(x) for x in take_sample(dataset, None)] == list(labels)
 
 
-def test_random_crop_shifts_each_image_by_its_own_offset():
-    """Every cropped image is a window of its own reflect-padded image (NumPy's `np.pad`),
-    and the offsets vary within a batch: Keras' RandomCrop shifts a whole batch alike."""
+@pytest.mark.parametrize("fill, numpy_mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_random_crop_shifts_each_image_by_its_own_offset(fill, numpy_mode):
+    """Every cropped image is a window of its own padded image (NumPy's `np.pad`), and
+    the offsets vary within a batch: Keras' RandomCrop shifts a whole batch alike."""
     from training.augment import RandomCropPerImage
 
-    images = np.random.default_rng(0).uniform(0, 255, (32, 8, 6, 3)).astype("float32")
-    cropped = RandomCropPerImage(2, seed=3)(images).numpy()
+    images = np.random.default_rng(0).uniform(1, 255, (32, 8, 6, 3)).astype("float32")
+    cropped = RandomCropPerImage(2, seed=3, fill=fill)(images).numpy()
     assert cropped.shape == images.shape
-    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode=numpy_mode)
     offsets = []
     for image, window in zip(padded, cropped):
         found = [(dy, dx) for dy in range(5) for dx in range(5) if np.array_equal(image[dy:dy + 8, dx:dx + 6], window)]
         assert found, "a cropped image is not a window of its padded image"
         offsets.append(found[0])
     assert len(set(offsets)) > 5
-    np.testing.assert_array_equal(RandomCropPerImage(2, seed=3)(images).numpy(), cropped)
+    np.testing.assert_array_equal(RandomCropPerImage(2, seed=3, fill=fill)(images).numpy(), cropped)
 
 
 def test_crop_padding_must_fit_the_image():
@@ -218,3 +219,5 @@ def test_crop_padding_must_fit_the_image():
 
     with pytest.raises(ValueError, match="padding must be at least 1 pixel, got 0"):
         RandomCropPerImage(0)
+    with pytest.raises(ValueError, match="crop_fill must be one of reflect, zeros, got 'edge'"):
+        make_augmenter((8, 8), crop_padding=2, crop_fill="edge")

@@ -233,6 +233,7 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
         ({"ema": 1.5}, r"ema must be in \[0, 1\)"),
         ({"time_budget_minutes": -1}, "time_budget_minutes must be positive"),
         ({"keep_model": "worst"}, "keep_model must be 'best' or 'last'"),
+        ({"crop_fill": "edge"}, "crop_fill must be 'reflect' or 'zeros', got 'edge'"),
     ],
 )
 def test_new_training_options_reject_bad_values(options, message):

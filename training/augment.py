@@ -4,23 +4,26 @@ import keras
 import tensorflow as tf
 
 
-def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mixup=0.0, cutmix=0.0, seed=0):
+def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mixup=0.0, cutmix=0.0, seed=0,
+                   crop_fill="reflect"):
     """Returns `fn(images, one_hot_labels) -> (images, labels)` for batches, or None.
 
     Images are raw 0..255 float32 `[B, H, W, C]`; the layers stay float32 under a
-    mixed-precision policy (the model casts its inputs itself). Crop-with-padding pads by
-    reflection then crops each image back to `image_size` at its own random offset;
-    MixUp/CutMix mix the one-hot labels.
+    mixed-precision policy (the model casts its inputs itself). Crop-with-padding pads
+    (`crop_fill`: "reflect" or "zeros") then crops each image back to `image_size` at its
+    own random offset; MixUp/CutMix mix the one-hot labels.
     """
     height, width = image_size
     layers = []
     if crop_padding:
+        if crop_fill not in RandomCropPerImage.FILLS:
+            raise ValueError(f"crop_fill must be one of {', '.join(RandomCropPerImage.FILLS)}, got {crop_fill!r}")
         if not 0 < int(crop_padding) < min(height, width):
             raise ValueError(
                 f"crop_padding must be between 1 and {min(height, width) - 1} for {height}x{width} images"
                 f" (reflection padding), got {crop_padding}"
             )
-        layers.append(RandomCropPerImage(int(crop_padding), seed=seed))
+        layers.append(RandomCropPerImage(int(crop_padding), seed=seed, fill=crop_fill))
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, dtype="float32"))
     if randaugment:
@@ -45,21 +48,28 @@ def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mi
 
 
 class RandomCropPerImage:
-    """Reflect-pads a batch by `padding` pixels and crops every image at its own offset.
+    """Pads a batch by `padding` pixels and crops every image at its own offset.
 
     Written here because Keras' `RandomCrop` (3.15) draws one offset for the whole
     batch, so all images of a batch shift alike, and its `ZeroPadding2D` pads with
-    zeros only. The offsets come from a Keras `SeedGenerator`, so a fresh augmenter
-    with the same seed repeats the same crops.
+    zeros only. `fill="reflect"` mirrors the image into the border (the default);
+    `fill="zeros"` pads with black, as torchvision's `RandomCrop(padding=...)` does.
+    The offsets come from a Keras `SeedGenerator`, so a fresh augmenter with the same
+    seed repeats the same crops.
 
     Shapes: `[B, H, W, C]` -> `[B, H, W, C]`; each output image is the window of its
     padded image at rows `dy .. dy+H-1`, columns `dx .. dx+W-1`, `0 <= dy, dx <= 2*padding`.
     """
 
-    def __init__(self, padding, seed=0):
+    FILLS = ("reflect", "zeros")
+
+    def __init__(self, padding, seed=0, fill="reflect"):
         if int(padding) < 1:
             raise ValueError(f"padding must be at least 1 pixel, got {padding}")
+        if fill not in self.FILLS:
+            raise ValueError(f"fill must be one of {', '.join(self.FILLS)}, got {fill!r}")
         self.padding = int(padding)
+        self.fill = fill
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def __call__(self, images, training=True):
@@ -67,7 +77,7 @@ class RandomCropPerImage:
             return images
         p = self.padding
         shape = tf.shape(images)
-        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT" if self.fill == "reflect" else "CONSTANT")
         offsets = keras.random.randint((shape[0], 2), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
         rows = offsets[:, :1] + tf.range(shape[1])[None, :]  # [B, H] rows of the padded images
         columns = offsets[:, 1:] + tf.range(shape[2])[None, :]  # [B, W]

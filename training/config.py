@@ -50,6 +50,7 @@ class TrainConfig:
     time_budget_minutes: float = 0.0
     label_smoothing: float = 0.1
     crop_padding: int = 0
+    crop_fill: str = "reflect"
     flip: bool = False
     randaugment: bool = False
     mixup: float = 0.2
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
+        if self.crop_fill not in ("reflect", "zeros"):
+            raise ValueError(f"crop_fill must be 'reflect' or 'zeros', got {self.crop_fill!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -104,7 +104,8 @@ def train(config, verbose=1):
     steps_per_epoch = max(num_train // global_batch if replicas > 1 else math.ceil(num_train / global_batch), 1)
 
     augmenter = make_augmenter(
-        image_size, config.crop_padding, config.flip, config.randaugment, config.mixup, config.cutmix, config.seed
+        image_size, config.crop_padding, config.flip, config.randaugment, config.mixup, config.cutmix, config.seed,
+        crop_fill=config.crop_fill,
     )
     pipeline = dict(image_size=image_size, channels=channels, num_classes=model_args["num_classes"])
     train_ds = make_pipeline(

@@ -82,7 +82,9 @@ def register(subparsers):
     fit.add_argument("--limit-test", dest="limit_test", type=int, help="test on a seeded sample of N test images")
     augment = parser.add_argument_group("augmentation")
     augment.add_argument("--crop-padding", dest="crop_padding", type=int, metavar="PIXELS",
-                         help="reflect-pad by PIXELS, then crop each image back at a random offset")
+                         help="pad by PIXELS, then crop each image back at a random offset")
+    augment.add_argument("--crop-fill", dest="crop_fill", choices=("reflect", "zeros"),
+                         help="what fills the crop's padding: the mirrored image (default) or zeros")
     augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
     augment.add_argument("--randaugment", action="store_true", default=None)
     augment.add_argument("--mixup", type=float, metavar="ALPHA")
