@@ -77,7 +77,8 @@ class RandomCropPerImage:
             return images
         p = self.padding
         shape = tf.shape(images)
-        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT" if self.fill == "reflect" else "CONSTANT")
+        mode = "REFLECT" if self.fill == "reflect" else "CONSTANT"
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode=mode)
         offsets = keras.random.randint((shape[0], 2), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32")
         rows = offsets[:, :1] + tf.range(shape[1])[None, :]  # [B, H] rows of the padded images
         columns = offsets[:, 1:] + tf.range(shape[2])[None, :]  # [B, W]
