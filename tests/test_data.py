@@ -219,5 +219,5 @@ def test_crop_padding_must_fit_the_image():
 
     with pytest.raises(ValueError, match="padding must be at least 1 pixel, got 0"):
         RandomCropPerImage(0)
-    with pytest.raises(ValueError, match="crop_fill must be one of reflect, zeros, got 'edge'"):
+    with pytest.raises(ValueError, match="fill must be one of reflect, zeros, got 'edge'"):
         make_augmenter((8, 8), crop_padding=2, crop_fill="edge")

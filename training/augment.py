@@ -16,12 +16,10 @@ def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mi
     height, width = image_size
     layers = []
     if crop_padding:
-        if crop_fill not in RandomCropPerImage.FILLS:
-            raise ValueError(f"crop_fill must be one of {', '.join(RandomCropPerImage.FILLS)}, got {crop_fill!r}")
         if not 0 < int(crop_padding) < min(height, width):
             raise ValueError(
-                f"crop_padding must be between 1 and {min(height, width) - 1} for {height}x{width} images"
-                f" (reflection padding), got {crop_padding}"
+                f"crop_padding must be between 1 and {min(height, width) - 1} for {height}x{width} images,"
+                f" got {crop_padding}"
             )
         layers.append(RandomCropPerImage(int(crop_padding), seed=seed, fill=crop_fill))
     if flip:
