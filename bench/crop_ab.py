@@ -2,7 +2,7 @@
 
     python -m bench.crop_ab --data ../shared/data [--limit-train 8000] [--epochs 4]
 
-Trains the CIFAR-10 recipe of `bench/train_accuracy.py` (narrower stem, for time) on a seeded
+Trains the CIFAR-10 recipe (`configs/cifar10.yaml`) (narrower stem, for time) on a seeded
 sample of the training set twice, with the same seed: once with `training.augment`'s per-image
 crops, once with the reflect padding followed by Keras' `RandomCrop`, which draws a single
 offset for the whole batch. Prints each run's per-epoch train and validation accuracy.
@@ -38,9 +38,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--output", default="runs/bench/crop_ab")
     parser.add_argument("--modes", default="per_image,per_batch")
+    parser.add_argument("--crop-padding", type=int, default=4, help="4: the recipe when this A/B ran")
     args = parser.parse_args()
 
-    from bench.train_accuracy import RECIPES
+    from bench.train_accuracy import load_recipe
     from training import augment
     from training.config import merge_config
     from training.fit import train
@@ -49,9 +50,9 @@ def main():
     results = {}
     for mode in args.modes.split(","):
         augment.RandomCropPerImage = per_image if mode == "per_image" else _PerBatchCrop
-        recipe = json.loads(json.dumps(RECIPES["cifar10"]).replace("{data}", os.path.abspath(args.data)))
+        recipe = load_recipe("cifar10", args.data)
         recipe["model"]["stem_channels"] = [32, 64, 128]
-        recipe.update(epochs=args.epochs, time_budget_minutes=0, limit_train=args.limit_train, backup_every=100000,
+        recipe.update(crop_padding=args.crop_padding, epochs=args.epochs, time_budget_minutes=0, limit_train=args.limit_train, backup_every=100000,
                       output=os.path.join(args.output, mode))
         metrics = train(merge_config(recipe), verbose=2)
         with open(os.path.join(args.output, mode, "history.csv")) as file:

@@ -69,6 +69,8 @@ def _bad_npz(tmp_path, **arrays):
         ("empty_folder", "no class sub-folders"),
         ("bad_tf_config", "TF_CONFIG is not valid JSON"),
         ("bad_config_file", "cannot parse config file"),
+        ("config_value_of_wrong_type", "epochs must be a whole number, got 'many'"),
+        ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, expected):
@@ -103,6 +105,12 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         monkeypatch.setenv("TF_CONFIG", "{not json")
     elif case == "bad_config_file":
         (tmp_path / "c.yaml").write_text("epochs: [unclosed\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "config_value_of_wrong_type":
+        (tmp_path / "c.yaml").write_text("epochs: many\n")
+        args = ["train", "--output", str(tmp_path / "out"), "--config", str(tmp_path / "c.yaml")]
+    elif case == "config_flag_not_boolean":
+        (tmp_path / "c.yaml").write_text("flip: 'yes'\n")
         args += ["--config", str(tmp_path / "c.yaml")]
     monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
     try:
@@ -140,6 +148,11 @@ def test_config_file_and_overrides(tmp_path):
     assert config.model == {"hidden_dim": 32, "patch_size": 4, "stem_channels": (16, 32)}
     args = build_parser().parse_args(["train", "--stem-channels", "none"])
     assert config_from_args(args).model == {"stem_channels": ()}
+    # PyYAML reads 2e-3 (no dot) as a string and JSON files may quote numbers: both become numbers.
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 2e-3\nepochs: '5'\njit_compile: true\n")
+    config = config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+    assert (config.learning_rate, config.epochs, config.jit_compile) == (0.002, 5, "true")
     path.write_text(json.dumps({"hidden_size": 32}))
     with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
         config_from_args(build_parser().parse_args(["train", "--config", str(path)]))

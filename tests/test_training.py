@@ -241,6 +241,19 @@ def test_new_training_options_reject_bad_values(options, message):
         TrainConfig(**options)
 
 
+def test_another_runs_backup_is_not_resumed(tmp_path):
+    output = tmp_path / "run"
+    (output / "backup").mkdir(parents=True)
+    (output / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": 2, "batch": 5}))
+    previous = TrainConfig(output=str(output), model={"stem_channels": (16, 32)})
+    (output / "config.json").write_text(json.dumps(previous.to_dict()))
+    with pytest.raises(ValueError, match=r"holds the crash backup of a different run \(model \{'stem_channels': \[16, 32\]\} there, \{'hidden_dim': 32\} now\)"):
+        train(TrainConfig(output=str(output), model={"hidden_dim": 32}), verbose=0)
+    # Nothing of the killed run was touched: its config and backup are still there to resume.
+    assert json.loads((output / "config.json").read_text()) == json.loads(json.dumps(previous.to_dict()))
+    assert (output / "backup" / "training_metadata.json").exists()
+
+
 def test_time_budget_is_refused_across_workers(tmp_path, monkeypatch):
     cluster = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))

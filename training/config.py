@@ -69,6 +69,8 @@ class TrainConfig:
     export_tflite: bool = False
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _typed(field, getattr(self, field.name)))
         unknown = set(self.model) - set(MODEL_FIELDS)
         if unknown:
             raise ValueError(
@@ -96,6 +98,40 @@ class TrainConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def _typed(field, value):
+    """`value` as the field's type, or a ValueError naming the option and what it expects.
+
+    Config files need this: PyYAML reads `2e-3` (no dot) as a string, and a JSON
+    file may quote its numbers; a bare `TypeError` deep in training would not say which option.
+    """
+    if value is None and field.default is None:
+        return None
+    kind = field.type
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{field.name} must be true or false, got {value!r}")
+    if kind in (int, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value) if isinstance(value, str) else value
+            if kind is float and isinstance(number, (int, float)):
+                return float(number)
+            if kind is int and isinstance(number, (int, float)) and float(number).is_integer():
+                return int(number)
+        except ValueError:
+            pass
+        expected = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+    if kind is str and isinstance(value, bool):
+        return str(value).lower()  # YAML's `jit_compile: true`
+    if kind in (str, dict) and not isinstance(value, kind):
+        expected = "a string" if kind is str else "a mapping of model options"
+        raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+    return value
 
 
 def read_config_file(path):
@@ -127,6 +163,8 @@ def merge_config(*layers):
             if value is None:
                 continue
             if key == "model":
+                if not isinstance(value, dict):
+                    raise ValueError(f"model must be a mapping of model options, got {value!r}")
                 model.update({k: v for k, v in value.items() if v is not None})
             elif key in MODEL_FIELDS:
                 model[key] = value

@@ -80,6 +80,8 @@ def train(config, verbose=1):
     keras.utils.set_random_seed(config.seed)
     output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
     os.makedirs(output, exist_ok=True)
+    if chief:
+        _check_resumable(output, config)
 
     splits = load_splits(
         config.dataset,
@@ -222,6 +224,27 @@ def train(config, verbose=1):
     if os.path.exists(history_path):
         plot_curves(history_path, os.path.join(output, "curves.png"))
     return metrics
+
+
+# The options a crash backup depends on: its weights only fit the same data and architecture.
+RUN_IDENTITY = ("dataset", "preset", "model", "init_from")
+
+
+def _check_resumable(output, config):
+    """Refuses to resume another run's backup in `output` (a clear error, not a Keras shape mismatch)."""
+    config_path = os.path.join(output, artifacts.CONFIG_FILE)
+    if _backup_epoch(os.path.join(output, BACKUP_DIR)) is None or not os.path.exists(config_path):
+        return
+    with open(config_path) as file:
+        previous = json.load(file)
+    current = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists, like the saved file
+    changed = [key for key in RUN_IDENTITY if previous.get(key) != current.get(key)]
+    if changed:
+        differences = "; ".join(f"{key} {previous.get(key)!r} there, {current.get(key)!r} now" for key in changed)
+        raise ValueError(
+            f"{output} holds the crash backup of a different run ({differences}): run the same command to resume "
+            "it, or choose another --output"
+        )
 
 
 def _epochs_run(history_path, default):
