@@ -125,6 +125,16 @@ def test_evaluate_command_matches_training_metrics(resumed_digits_run, capsys):
     assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
 
 
+def test_a_runs_config_json_trains_that_run_again(resumed_digits_run):
+    from training.commands.train import config_from_args
+    from training.cli import build_parser
+
+    output = resumed_digits_run[0]
+    args = build_parser().parse_args(["train", "--config", str(output / "config.json")])
+    # The options of `_train_command`, and nothing of what `train` recorded beside them.
+    assert config_from_args(args) == TrainConfig(output=str(output), export_tflite=True, backup_every=5)
+
+
 def test_weight_decay_skips_biases_norms_class_token_and_positions():
     from keras_vit import ViT
 

@@ -134,6 +134,11 @@ def _typed(field, value):
     return value
 
 
+# What `train` adds to a run's `config.json` besides the options: dropped on reading, so that
+# `--config RUN/config.json` trains that run again.
+RUN_RECORD_KEYS = ("model_config", "class_names", "num_classes", "precision_used")
+
+
 def read_config_file(path):
     """Reads a JSON or YAML file of `TrainConfig` fields (model fields may sit at top level)."""
     if not os.path.exists(path):
@@ -151,7 +156,7 @@ def read_config_file(path):
         raise ValueError(f"cannot parse config file {path}: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of options, got {type(data).__name__}")
-    return data
+    return {key: value for key, value in data.items() if key not in RUN_RECORD_KEYS}
 
 
 def merge_config(*layers):

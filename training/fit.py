@@ -141,6 +141,7 @@ def train(config, verbose=1):
 
     if chief:
         record = config.to_dict()
+        # The keys of RUN_RECORD_KEYS, which `read_config_file` drops again.
         record.update(
             {"model_config": model.get_config(), "class_names": info.class_names, "num_classes": info.num_classes,
              "precision_used": precision}
