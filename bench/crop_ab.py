@@ -2,7 +2,7 @@
 
     python -m bench.crop_ab --data ../shared/data [--limit-train 8000] [--epochs 4]
 
-Trains the CIFAR-10 recipe (`configs/cifar10.yaml`) (narrower stem, for time) on a seeded
+Trains the CIFAR-10 recipe of `configs/cifar10.yaml` (narrower stem, for time) on a seeded
 sample of the training set twice, with the same seed: once with `training.augment`'s per-image
 crops, once with the reflect padding followed by Keras' `RandomCrop`, which draws a single
 offset for the whole batch. Prints each run's per-epoch train and validation accuracy.
@@ -52,8 +52,8 @@ def main():
         augment.RandomCropPerImage = per_image if mode == "per_image" else _PerBatchCrop
         recipe = load_recipe("cifar10", args.data)
         recipe["model"]["stem_channels"] = [32, 64, 128]
-        recipe.update(crop_padding=args.crop_padding, epochs=args.epochs, time_budget_minutes=0, limit_train=args.limit_train, backup_every=100000,
-                      output=os.path.join(args.output, mode))
+        recipe.update(crop_padding=args.crop_padding, epochs=args.epochs, time_budget_minutes=0,
+                      limit_train=args.limit_train, backup_every=100000, output=os.path.join(args.output, mode))
         metrics = train(merge_config(recipe), verbose=2)
         with open(os.path.join(args.output, mode, "history.csv")) as file:
             rows = [line.strip().split(",") for line in file][1:]
