@@ -71,6 +71,7 @@ def _bad_npz(tmp_path, **arrays):
         ("bad_config_file", "cannot parse config file"),
         ("config_value_of_wrong_type", "epochs must be a whole number, got 'many'"),
         ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
+        ("config_model_size_not_whole", "num_layers must be a whole number, got 2.5"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, expected):
@@ -112,6 +113,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
     elif case == "config_flag_not_boolean":
         (tmp_path / "c.yaml").write_text("flip: 'yes'\n")
         args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "config_model_size_not_whole":  # the ViT would silently build int(2.5) layers
+        (tmp_path / "c.yaml").write_text("model:\n  num_layers: 2.5\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
     monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
     try:
         code = main(args)
@@ -150,9 +154,10 @@ def test_config_file_and_overrides(tmp_path):
     assert config_from_args(args).model == {"stem_channels": ()}
     # PyYAML reads 2e-3 (no dot) as a string and JSON files may quote numbers: both become numbers.
     path = tmp_path / "run.yaml"
-    path.write_text("learning_rate: 2e-3\nepochs: '5'\njit_compile: true\n")
+    path.write_text("learning_rate: 2e-3\nepochs: '5'\njit_compile: true\nhidden_dim: '48'\nimage_size: [32, 24]\n")
     config = config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
     assert (config.learning_rate, config.epochs, config.jit_compile) == (0.002, 5, "true")
+    assert config.model == {"hidden_dim": 48, "image_size": (32, 24)}
     path.write_text(json.dumps({"hidden_size": 32}))
     with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
         config_from_args(build_parser().parse_args(["train", "--config", str(path)]))

@@ -76,6 +76,7 @@ class TrainConfig:
             raise ValueError(
                 f"Unknown model option(s) {', '.join(sorted(unknown))}; known: {', '.join(MODEL_FIELDS)}"
             )
+        self.model = {name: _typed_model_option(name, value) for name, value in self.model.items()}
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -114,23 +115,51 @@ def _typed(field, value):
             return value
         raise ValueError(f"{field.name} must be true or false, got {value!r}")
     if kind in (int, float):
-        try:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            number = float(value) if isinstance(value, str) else value
-            if kind is float and isinstance(number, (int, float)):
-                return float(number)
-            if kind is int and isinstance(number, (int, float)) and float(number).is_integer():
-                return int(number)
-        except ValueError:
-            pass
-        expected = "a whole number" if kind is int else "a number"
-        raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+        return _number(field.name, value, kind)
     if kind is str and isinstance(value, bool):
         return str(value).lower()  # YAML's `jit_compile: true`
     if kind in (str, dict) and not isinstance(value, kind):
         expected = "a string" if kind is str else "a mapping of model options"
         raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+    return value
+
+
+def _number(name, value, kind):
+    """`value` as an int or float (also from a string), else a ValueError naming `name`."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value) if isinstance(value, str) else value
+        if kind is float and isinstance(number, (int, float)):
+            return float(number)
+        if kind is int and isinstance(number, (int, float)) and float(number).is_integer():
+            return int(number)
+    except ValueError:
+        pass
+    expected = "a whole number" if kind is int else "a number"
+    raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+# Model options checked like the training options: the ViT constructor itself takes int(...) of
+# its sizes, so `num_layers: 2.5` would silently build 2 layers.
+WHOLE_NUMBER_MODEL_FIELDS = ("channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "representation_size")
+RATE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate")
+SIZE_MODEL_FIELDS = ("image_size", "patch_size", "stem_channels")  # a number, or a list of them
+
+
+def _typed_model_option(name, value):
+    if value is None:
+        return None
+    if name in WHOLE_NUMBER_MODEL_FIELDS:
+        return _number(name, value, int)
+    if name in RATE_MODEL_FIELDS:
+        return _number(name, value, float)
+    if name in SIZE_MODEL_FIELDS:
+        if isinstance(value, (list, tuple)):
+            return tuple(_number(name, item, int) for item in value)
+        if name == "stem_channels":
+            raise ValueError(f"stem_channels must be a list of channel counts like [32, 64], got {value!r}")
+        return _number(name, value, int)
     return value
 
 
