@@ -244,6 +244,8 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
         ({"time_budget_minutes": -1}, "time_budget_minutes must be positive"),
         ({"keep_model": "worst"}, "keep_model must be 'best' or 'last'"),
         ({"crop_fill": "edge"}, "crop_fill must be 'reflect' or 'zeros', got 'edge'"),
+        ({"model": [1]}, r"model must be a mapping of model options, got \[1\]"),
+        ({"learning_rate": True}, "learning_rate must be a number, got True"),
     ],
 )
 def test_new_training_options_reject_bad_values(options, message):

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from training.config import CROP_FILLS
+
 
 def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mixup=0.0, cutmix=0.0, seed=0,
                    crop_fill="reflect"):
@@ -59,13 +61,11 @@ class RandomCropPerImage:
     padded image at rows `dy .. dy+H-1`, columns `dx .. dx+W-1`, `0 <= dy, dx <= 2*padding`.
     """
 
-    FILLS = ("reflect", "zeros")
-
     def __init__(self, padding, seed=0, fill="reflect"):
         if int(padding) < 1:
             raise ValueError(f"padding must be at least 1 pixel, got {padding}")
-        if fill not in self.FILLS:
-            raise ValueError(f"fill must be one of {', '.join(self.FILLS)}, got {fill!r}")
+        if fill not in CROP_FILLS:
+            raise ValueError(f"fill must be one of {', '.join(CROP_FILLS)}, got {fill!r}")
         self.padding = int(padding)
         self.fill = fill
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -4,6 +4,9 @@ import dataclasses
 import json
 import os
 
+# What may fill the padding of random crops (`training.augment.RandomCropPerImage`).
+CROP_FILLS = ("reflect", "zeros")
+
 # ViT constructor arguments a user may override on top of a preset.
 MODEL_FIELDS = (
     "image_size",
@@ -92,8 +95,8 @@ class TrainConfig:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
-        if self.crop_fill not in ("reflect", "zeros"):
-            raise ValueError(f"crop_fill must be 'reflect' or 'zeros', got {self.crop_fill!r}")
+        if self.crop_fill not in CROP_FILLS:
+            raise ValueError(f"crop_fill must be {' or '.join(map(repr, CROP_FILLS))}, got {self.crop_fill!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

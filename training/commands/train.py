@@ -2,7 +2,7 @@
 
 import argparse
 
-from training.config import TrainConfig, merge_config, read_config_file
+from training.config import CROP_FILLS, TrainConfig, merge_config, read_config_file
 
 
 def _size(text):
@@ -83,7 +83,7 @@ def register(subparsers):
     augment = parser.add_argument_group("augmentation")
     augment.add_argument("--crop-padding", dest="crop_padding", type=int, metavar="PIXELS",
                          help="pad by PIXELS, then crop each image back at a random offset")
-    augment.add_argument("--crop-fill", dest="crop_fill", choices=("reflect", "zeros"),
+    augment.add_argument("--crop-fill", dest="crop_fill", choices=CROP_FILLS,
                          help="what fills the crop's padding: the mirrored image (default) or zeros")
     augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
     augment.add_argument("--randaugment", action="store_true", default=None)
