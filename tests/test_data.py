@@ -31,6 +31,17 @@ def test_digits_is_a_fixed_stratified_split():
     np.testing.assert_array_equal(_collect(load_splits("digits").test)[1], y_test)
 
 
+def test_validation_fraction_zero_keeps_every_training_image():
+    held_out = load_splits("digits")
+    splits = load_splits("digits", validation_fraction=0.0)
+    assert splits.validation is None
+    x_train, _ = _collect(splits.train)
+    assert len(x_train) == held_out.info.num_examples["train"] + held_out.info.num_examples["validation"]
+    assert len(x_train) == splits.info.num_examples["train"]
+    # The test split does not depend on the validation split.
+    np.testing.assert_array_equal(_collect(splits.test)[0], _collect(held_out.test)[0])
+
+
 def test_digits_images_match_scikit_learn():
     from sklearn.datasets import load_digits
 
@@ -63,6 +74,9 @@ def test_tfds_through_mock_data():
     with tfds.testing.mock_data(num_examples=24):
         splits = load_splits("tfds:mnist")
         assert splits.info.num_classes == 10 and splits.info.class_names[3] == "3"
+        # 24 examples: 10% is 2.4, slices of whole percent hold out at least one.
+        assert sum(1 for _ in splits.validation) >= 1
+        assert load_splits("tfds:mnist", validation_fraction=0.0).validation is None
         images, labels = next(iter(make_pipeline(splits.train, (28, 28), 1, 8, training=True, num_classes=10)))
     assert images.shape == (8, 28, 28, 1) and labels.shape == (8, 10)
     np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0)

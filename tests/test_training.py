@@ -246,11 +246,27 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
         ({"crop_fill": "edge"}, "crop_fill must be 'reflect' or 'zeros', got 'edge'"),
         ({"model": [1]}, r"model must be a mapping of model options, got \[1\]"),
         ({"learning_rate": True}, "learning_rate must be a number, got True"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\), got 1.0"),
+        ({"early_stopping": 3, "validation_fraction": 0}, "early_stopping watches validation accuracy: it needs validation_fraction above 0"),
     ],
 )
 def test_new_training_options_reject_bad_values(options, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**options)
+
+
+def test_no_validation_split_trains_on_all_and_keeps_the_last_model(tmp_path):
+    output = tmp_path / "run"
+    config = TrainConfig(output=str(output), epochs=3, validation_fraction=0.0, backup_every=1000)
+    metrics = train(config, verbose=0)
+    with open(output / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    # Keras' CSVLogger adds validation columns whatever the run; here they hold no scores.
+    assert len(rows) == 3 and {row["val_accuracy"] for row in rows} == {"NA"}
+    # keep_model is "best" by default, but without validation scores the final epoch is kept.
+    assert json.loads((output / "model.keras.best.json").read_text())["epoch"] == 3
+    assert (output / "curves.png").stat().st_size > 0
+    assert metrics["epochs_run"] == 3 and metrics["test_accuracy"] > 0.2  # chance is 0.1
 
 
 def test_another_runs_backup_is_not_resumed(tmp_path):

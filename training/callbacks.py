@@ -58,9 +58,11 @@ class AtomicBestModel(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if "val_accuracy" not in logs:
+        if "val_accuracy" not in logs and self.keep == "best":
             return
-        accuracy, loss = float(logs["val_accuracy"]), float(logs.get("val_loss", 0.0))
+        accuracy, loss = logs.get("val_accuracy"), logs.get("val_loss")
+        accuracy = None if accuracy is None else float(accuracy)
+        loss = None if loss is None else float(loss)
         if not self._better(accuracy, loss):
             return
         self.best = {"val_accuracy": accuracy, "val_loss": loss, "epoch": epoch + 1}

@@ -99,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"crop_fill must be {' or '.join(map(repr, CROP_FILLS))}, got {self.crop_fill!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.early_stopping and not self.validation_fraction:
+            raise ValueError("early_stopping watches validation accuracy: it needs validation_fraction above 0")
 
     def to_dict(self):
         return dataclasses.asdict(self)

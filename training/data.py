@@ -37,7 +37,7 @@ class Splits:
     """Train, validation and test splits, unbatched `(uint8 image, int64 label)` datasets."""
 
     train: tf.data.Dataset
-    validation: tf.data.Dataset
+    validation: tf.data.Dataset  # None when no validation split was asked for
     test: tf.data.Dataset
     info: DatasetInfo
 
@@ -49,7 +49,8 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
         spec: `digits`, `npz:PATH`, `tfds:NAME[:TRAIN[:TEST]]` or `folder:PATH`.
         data_dir: TensorFlow Datasets data directory (tfds only).
         validation_fraction: share of the training data held out for validation,
-            chosen by a seeded shuffle (stratified for array sources).
+            chosen by a seeded shuffle (stratified for array sources; whole percent
+            for tfds). 0 trains on all of it: `Splits.validation` is then None.
         seed: seed of the validation split.
         image_size: `(height, width)` that folder images are resized to when
             decoded (they may differ in size); other sources keep their size.
@@ -60,18 +61,23 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     kind, _, rest = spec.partition(":")
     if kind == "digits" and not rest:
-        return _from_arrays(spec, *_digits_arrays(), validation_fraction, seed)
-    if kind == "npz" and rest:
+        splits = _from_arrays(spec, *_digits_arrays(), validation_fraction, seed)
+    elif kind == "npz" and rest:
         x_train, y_train, x_test, y_test = read_npz(rest)
-        return _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed)
-    if kind == "tfds" and rest:
-        return _from_tfds(spec, rest, data_dir, validation_fraction)
-    if kind == "folder" and rest:
-        return _from_folder(spec, rest, validation_fraction, seed, image_size)
-    raise ValueError(
-        f"Unknown dataset spec {spec!r}; expected 'digits', 'npz:PATH', "
-        f"'tfds:NAME[:TRAIN[:TEST]]' or 'folder:PATH'"
-    )
+        splits = _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed)
+    elif kind == "tfds" and rest:
+        splits = _from_tfds(spec, rest, data_dir, validation_fraction)
+    elif kind == "folder" and rest:
+        splits = _from_folder(spec, rest, validation_fraction, seed, image_size)
+    else:
+        raise ValueError(
+            f"Unknown dataset spec {spec!r}; expected 'digits', 'npz:PATH', "
+            f"'tfds:NAME[:TRAIN[:TEST]]' or 'folder:PATH'"
+        )
+    if validation_fraction == 0:
+        # An empty dataset would make Keras validate on nothing and log "NA" scores.
+        splits.validation = None
+    return splits
 
 
 def load_splits_for_model(spec, image_shape, data_dir=None, resize=False):
@@ -238,7 +244,8 @@ def _from_tfds(spec, rest, data_dir, validation_fraction):
     info = builder.info
     if info.supervised_keys is None or "label" not in info.features:
         raise ValueError(f"tfds dataset {name!r} is not a supervised image-classification dataset")
-    percent = int(round(validation_fraction * 100))
+    # TFDS slices by whole percent; a small non-zero fraction still holds out 1%.
+    percent = max(int(round(validation_fraction * 100)), 1) if validation_fraction else 0
     if percent:
         train_part, val_part = f"{train_split}[:{100 - percent}%]", f"{train_split}[{100 - percent}%:]"
     else:

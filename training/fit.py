@@ -114,7 +114,9 @@ def train(config, verbose=1):
         take_sample(splits.train, config.limit_train, config.seed), batch_size=global_batch, training=True,
         augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, **pipeline,
     )
-    val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
+    val_ds = None
+    if splits.validation is not None:
+        val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
     test_ds = make_pipeline(take_sample(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
 
     with strategy.scope():
@@ -163,7 +165,10 @@ def train(config, verbose=1):
     best_model = None
     if chief:
         best_model = AtomicBestModel(
-            os.path.join(output, artifacts.MODEL_FILE), keep=config.keep_model, min_seconds=config.backup_seconds
+            os.path.join(output, artifacts.MODEL_FILE),
+            # Without a validation split there is no best epoch to pick: the final model is kept.
+            keep=config.keep_model if val_ds is not None else "last",
+            min_seconds=config.backup_seconds,
         )
     callbacks = [
         PeriodicBackup(

@@ -20,8 +20,10 @@ def plot_curves(history_csv, path):
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
             key = prefix + metric
-            if key in rows[0]:
-                axis.plot(epochs, [float(r[key]) for r in rows], marker=".", label=label)
+            # CSVLogger writes "NA" for a score an epoch lacked.
+            points = [(epoch, float(row[key])) for epoch, row in zip(epochs, rows) if row.get(key) not in (None, "", "NA")]
+            if points:
+                axis.plot(*zip(*points), marker=".", label=label)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)

@@ -63,7 +63,9 @@ def register(subparsers):
     fit.add_argument("--ema", type=float, metavar="MOMENTUM",
                      help="evaluate and save an exponential moving average of the weights (e.g. 0.99; default off)")
     fit.add_argument("--label-smoothing", dest="label_smoothing", type=float, help=f"(default {defaults.label_smoothing})")
-    fit.add_argument("--validation-fraction", dest="validation_fraction", type=float)
+    fit.add_argument("--validation-fraction", dest="validation_fraction", type=float, metavar="FRACTION",
+                     help=f"training data held out for validation (default {defaults.validation_fraction}; "
+                     "0: train on all of it and keep the last model)")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--strategy", choices=("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"))
     fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16", "auto"),
