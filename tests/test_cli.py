@@ -72,6 +72,7 @@ def _bad_npz(tmp_path, **arrays):
         ("config_value_of_wrong_type", "epochs must be a whole number, got 'many'"),
         ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
         ("config_model_size_not_whole", "num_layers must be a whole number, got 2.5"),
+        ("early_stopping_without_validation", "early_stopping watches validation accuracy: it needs validation_fraction"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, expected):
@@ -116,6 +117,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
     elif case == "config_model_size_not_whole":  # the ViT would silently build int(2.5) layers
         (tmp_path / "c.yaml").write_text("model:\n  num_layers: 2.5\n")
         args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "early_stopping_without_validation":
+        args += ["--validation-fraction", "0", "--early-stopping", "3"]
     monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
     try:
         code = main(args)

@@ -247,7 +247,10 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
         ({"model": [1]}, r"model must be a mapping of model options, got \[1\]"),
         ({"learning_rate": True}, "learning_rate must be a number, got True"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\), got 1.0"),
-        ({"early_stopping": 3, "validation_fraction": 0}, "early_stopping watches validation accuracy: it needs validation_fraction above 0"),
+        (
+            {"early_stopping": 3, "validation_fraction": 0},
+            "early_stopping watches validation accuracy: it needs validation_fraction above 0",
+        ),
     ],
 )
 def test_new_training_options_reject_bad_values(options, message):

@@ -21,7 +21,9 @@ def plot_curves(history_csv, path):
         for prefix, label in (("", "train"), ("val_", "validation")):
             key = prefix + metric
             # CSVLogger writes "NA" for a score an epoch lacked.
-            points = [(epoch, float(row[key])) for epoch, row in zip(epochs, rows) if row.get(key) not in (None, "", "NA")]
+            points = [
+                (epoch, float(row[key])) for epoch, row in zip(epochs, rows) if row.get(key) not in (None, "", "NA")
+            ]
             if points:
                 axis.plot(*zip(*points), marker=".", label=label)
         axis.set_xlabel("epoch")
