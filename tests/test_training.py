@@ -247,6 +247,7 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
         ({"model": [1]}, r"model must be a mapping of model options, got \[1\]"),
         ({"learning_rate": True}, "learning_rate must be a number, got True"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\), got 1.0"),
+        ({"steps_per_execution": 0}, "steps_per_execution must be at least 1, got 0"),
         (
             {"early_stopping": 3, "validation_fraction": 0},
             "early_stopping watches validation accuracy: it needs validation_fraction above 0",
@@ -305,15 +306,21 @@ def test_callbacks_reject_bad_arguments():
         TimeBudget(0, elapsed=None, time_progress=None)
 
 
-@pytest.mark.parametrize("every_steps, min_seconds, expected", [(1, 0.0, 30), (4, 0.0, 7), (1, 3600.0, 0)])
-def test_periodic_backup_counts_steps_and_waits_its_seconds(tmp_path, every_steps, min_seconds, expected):
+@pytest.mark.parametrize(
+    "every_steps, min_seconds, steps_per_execution, expected",
+    [(1, 0.0, 1, 30), (4, 0.0, 1, 7), (1, 3600.0, 1, 0), (10, 0.0, 5, 3), (4, 0.0, 5, 6)],
+)
+def test_periodic_backup_counts_steps_and_waits_its_seconds(
+    tmp_path, every_steps, min_seconds, steps_per_execution, expected
+):
     """30 steps over 3 epochs: a backup every N steps (the count runs across epochs), none
-    while the time floor has not passed since training began."""
+    while the time floor has not passed since training began. With 5 steps per call the
+    hook runs 6 times, and the count is still in steps: every 10 steps is 3 backups."""
     from training.callbacks import PeriodicBackup
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.compile(optimizer="sgd", loss="mse")
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=steps_per_execution)
     flushes = []
     backup = PeriodicBackup(str(tmp_path / "backup"), every_steps, min_seconds, delete_checkpoint=False,
                             before_backup=lambda: flushes.append(backup.backups_written))

@@ -177,6 +177,9 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
     the epoch it was taken in. `before_backup` (a function of no arguments) runs before
     each backup: `AtomicBestModel.flush`, so that epochs a resumed run will not repeat
     have their best model on disk.
+
+    Steps are counted from the batch indices Keras reports, so `every_steps` stays a
+    number of steps when the model runs several per call (`steps_per_execution`).
     """
 
     def __init__(self, backup_dir, every_steps=50, min_seconds=30.0, before_backup=None, **kwargs):
@@ -191,11 +194,13 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         self.before_backup = before_backup
         self.backups_written = 0
         self._steps_since_backup = 0
+        self._last_step = -1
         self._last_backup = time.monotonic()
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._steps_since_backup = 0
+        self._last_step = -1
         self._last_backup = time.monotonic()
 
     def on_train_end(self, logs=None):
@@ -205,7 +210,10 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         super().on_train_end(logs)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps_since_backup += 1
+        # `batch` is the index of the epoch's last step run: with `steps_per_execution=N`
+        # in `compile`, this hook runs once per N steps.
+        self._steps_since_backup += batch + 1 if batch <= self._last_step else batch - self._last_step
+        self._last_step = batch
         if self._steps_since_backup < self.every_steps or time.monotonic() - self._last_backup < self.min_seconds:
             return
         if self.before_backup is not None:

@@ -63,6 +63,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "float32"
     jit_compile: str = "auto"
+    steps_per_execution: int = 1
     backup_every: int = 50
     backup_seconds: float = 30.0
     early_stopping: int = 0
@@ -80,7 +81,7 @@ class TrainConfig:
                 f"Unknown model option(s) {', '.join(sorted(unknown))}; known: {', '.join(MODEL_FIELDS)}"
             )
         self.model = {name: _typed_model_option(name, value) for name, value in self.model.items()}
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "steps_per_execution"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:

@@ -139,6 +139,7 @@ def train(config, verbose=1):
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=_jit(config.jit_compile),
+            steps_per_execution=config.steps_per_execution,
         )
 
     if chief:
