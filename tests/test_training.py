@@ -273,6 +273,33 @@ def test_no_validation_split_trains_on_all_and_keeps_the_last_model(tmp_path):
     assert metrics["epochs_run"] == 3 and metrics["test_accuracy"] > 0.2  # chance is 0.1
 
 
+def test_several_steps_per_execution_train_the_same_model(tmp_path, monkeypatch):
+    """Running 4 steps per compiled call changes the dispatch, not the arithmetic: the
+    same data order, learning rates and updates (including the last call of each
+    epoch, which has only 3 of its 4 steps: 15 steps of 32 images)."""
+    compiled_with = []
+    compile_model = keras.Model.compile
+
+    def recording_compile(model, *args, **kwargs):
+        compiled_with.append(kwargs.get("steps_per_execution", 1))
+        return compile_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", recording_compile)
+    weights = {}
+    for steps in (1, 4):
+        output = tmp_path / f"steps{steps}"
+        config = TrainConfig(output=str(output), epochs=2, batch_size=32, limit_train=480, steps_per_execution=steps,
+                             backup_every=1000)
+        train(config, verbose=0)
+        assert compiled_with[0] == steps  # the training compile (the final evaluation compiles again)
+        weights[steps] = keras.saving.load_model(output / "model.keras").get_weights()
+        compiled_with.clear()
+        assert json.loads((output / "config.json").read_text())["steps_per_execution"] == steps
+    assert len(weights[1]) == len(weights[4])
+    for single, grouped in zip(weights[1], weights[4]):
+        np.testing.assert_allclose(grouped, single, rtol=1e-4, atol=1e-5)
+
+
 def test_another_runs_backup_is_not_resumed(tmp_path):
     output = tmp_path / "run"
     (output / "backup").mkdir(parents=True)
