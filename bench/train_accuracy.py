@@ -2,7 +2,7 @@
 
     python -m bench.train_accuracy digits            # ~2 minutes
     python -m bench.train_accuracy mnist --data ../shared/data
-    python -m bench.train_accuracy cifar10 --data ../shared/data   # 100 minutes
+    python -m bench.train_accuracy cifar10 --data ../shared/data   # 115 minutes
 
 Each recipe is a `keras-vit train` config file, `configs/NAME.yaml`; the result lands in
 `bench/results/train_<name>.json` with the recipe, the metrics and the machine.
