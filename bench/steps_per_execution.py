@@ -4,9 +4,8 @@
 
 Each run is `keras-vit train` (the README's main job without the export: 21 steps an epoch)
 in its own process, the values taken in turn so that a slow spell of the shared host falls on
-all of them. Grouping
-steps changes the dispatch, not the arithmetic, so every run should end with the same test
-accuracy; the script reports it to show that. Prints one JSON line per run and a summary of
+all of them. Grouping steps changes the dispatch, not the arithmetic, so every run should end
+with the same test accuracy; the script reports it to show that. Prints one JSON line per run and a summary of
 training seconds relative to the first value; writes `bench/results/steps_per_execution.json`.
 """
 

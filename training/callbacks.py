@@ -142,7 +142,8 @@ class TimeBudget(keras.callbacks.Callback):
 
     Before each step it sets the schedule's `time_progress` (see
     `training.optimization.ProgressWarmupCosine`) to the share of the budget spent, so
-    the learning rate reaches 0 when the time does. The step that crosses the budget is
+    the learning rate reaches 0 when the time does (with `steps_per_execution=N`,
+    before each call of N steps). The step that crosses the budget is
     the last; validation and the best-model save of that epoch still run.
     """
 
