@@ -66,6 +66,7 @@ def _bad_npz(tmp_path, **arrays):
         ("bad_stem_channels", "expected positive channel counts like 32,64 or 'none', got '32,x'"),
         ("crop_padding_too_large", "crop_padding must be between 1 and 7 for 8x8 images"),
         ("negative_backup_seconds", "backups need backup_every >= 1 step and backup_seconds >= 0, got 50 and -1.0"),
+        ("no_steps_per_execution", "steps_per_execution must be at least 1, got 0"),
         ("empty_folder", "no class sub-folders"),
         ("bad_tf_config", "TF_CONFIG is not valid JSON"),
         ("bad_config_file", "cannot parse config file"),
@@ -98,6 +99,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         args += ["--stem-channels", "32,x"]
     elif case == "crop_padding_too_large":
         args += ["--crop-padding", "8"]
+    elif case == "no_steps_per_execution":
+        args += ["--steps-per-execution", "0"]
     elif case == "negative_backup_seconds":
         args += ["--backup-seconds", "-1"]
     elif case == "empty_folder":
