@@ -212,7 +212,8 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the index of the epoch's last step run: with `steps_per_execution=N`
-        # in `compile`, this hook runs once per N steps.
+        # in `compile`, this hook runs once per N steps. Keras reports a full N for an
+        # epoch's last, shorter call, so the count can run up to N-1 steps ahead.
         self._steps_since_backup += batch + 1 if batch <= self._last_step else batch - self._last_step
         self._last_step = batch
         if self._steps_since_backup < self.every_steps or time.monotonic() - self._last_backup < self.min_seconds:

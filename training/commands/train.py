@@ -73,8 +73,9 @@ def register(subparsers):
                      "natively, float16 on Volta/Turing GPUs, else float32")
     fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
     fit.add_argument("--steps-per-execution", dest="steps_per_execution", type=int, metavar="N",
-                     help="training steps per compiled call (Keras `compile`): cuts the per-step overhead "
-                     f"of small models and TPUs; batch callbacks then run every N steps (default {defaults.steps_per_execution})")
+                     help="training steps per compiled call (Keras `compile`), for TPUs: no faster on CPU "
+                     "(BENCHMARKS.md); batch callbacks then run every N steps "
+                     f"(default {defaults.steps_per_execution})")
     fit.add_argument("--backup-every", dest="backup_every", type=int, metavar="STEPS",
                      help="steps between crash backups (default 50)")
     fit.add_argument("--backup-seconds", dest="backup_seconds", type=float, metavar="SECONDS",
