@@ -3,6 +3,10 @@
     python -m bench.train_accuracy digits            # ~2 minutes
     python -m bench.train_accuracy mnist --data ../shared/data
     python -m bench.train_accuracy cifar10 --data ../shared/data   # 115 minutes
+    python -m bench.train_accuracy cifar10 --set pooling=gap --set use_class_token=false --name cifar10_gap
+
+`--set OPTION=VALUE` (a training or model option, the value read as YAML) runs a trial of a
+recipe without editing its file; `--name` keeps the trial's output and result apart.
 
 Each recipe is a `keras-vit train` config file, `configs/NAME.yaml`; the result lands in
 `bench/results/train_<name>.json` with the recipe, the metrics and the machine.
@@ -13,6 +17,8 @@ import json
 import os
 import platform
 import time
+
+import yaml
 
 # The recipes are the `keras-vit train` config files in configs/, with the choices behind each.
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -30,7 +36,7 @@ def load_recipe(name, data_dir):
     return recipe
 
 
-def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None):
+def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, overrides=None, run_name=None):
     from training.config import merge_config
     from training.fit import train
 
@@ -39,12 +45,15 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None):
         recipe["epochs"] = epochs
     if time_budget_minutes:
         recipe["time_budget_minutes"] = time_budget_minutes
+    name = run_name or name
     recipe["output"] = os.path.join(output_root, name)
-    config = merge_config(recipe)
+    overrides = overrides or {}
+    config = merge_config(recipe, overrides)
     start = time.perf_counter()
     metrics = train(config, verbose=2)
     result = {
         "recipe": recipe,
+        "overrides": overrides,
         "metrics": metrics,
         "wall_seconds": time.perf_counter() - start,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -65,8 +74,17 @@ def main():
     parser.add_argument("--output", default="runs/bench", help="training output folders")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--time-budget", type=float, help="override the recipe's training-time budget, minutes")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="override one training or model option (value read as YAML); repeatable")
+    parser.add_argument("--name", help="output folder and result name (default: the recipe's)")
     args = parser.parse_args()
-    run(args.recipe, args.data, args.output, args.epochs, args.time_budget)
+    overrides = {}
+    for item in args.set:
+        option, equals, value = item.partition("=")
+        if not equals:
+            parser.error(f"--set expects OPTION=VALUE, got {item!r}")
+        overrides[option.strip()] = yaml.safe_load(value)
+    run(args.recipe, args.data, args.output, args.epochs, args.time_budget, overrides, args.name)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,11 @@ def test_config_file_and_overrides(tmp_path):
     assert config.model == {"hidden_dim": 32, "patch_size": 4, "stem_channels": (16, 32)}
     args = build_parser().parse_args(["train", "--stem-channels", "none"])
     assert config_from_args(args).model == {"stem_channels": ()}
+    args = build_parser().parse_args(["train", "--pooling", "gap", "--no-class-token"])
+    assert config_from_args(args).model == {"pooling": "gap", "use_class_token": False}
+    path.write_text(json.dumps({"pooling": "gap", "use_class_token": "no"}))
+    with pytest.raises(ValueError, match="use_class_token must be true or false, got 'no'"):
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
     # PyYAML reads 2e-3 (no dot) as a string and JSON files may quote numbers: both become numbers.
     path = tmp_path / "run.yaml"
     path.write_text("learning_rate: 2e-3\nepochs: '5'\njit_compile: true\nhidden_dim: '48'\nimage_size: [32, 24]\n")

@@ -17,6 +17,7 @@ MODEL_FIELDS = (
     "hidden_dim",
     "mlp_dim",
     "pooling",
+    "use_class_token",
     "representation_size",
     "dropout_rate",
     "attention_dropout_rate",
@@ -153,6 +154,7 @@ def _number(name, value, kind):
 WHOLE_NUMBER_MODEL_FIELDS = ("channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "representation_size")
 RATE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate")
 SIZE_MODEL_FIELDS = ("image_size", "patch_size", "stem_channels")  # a number, or a list of them
+BOOL_MODEL_FIELDS = ("use_class_token",)
 
 
 def _typed_model_option(name, value):
@@ -162,6 +164,10 @@ def _typed_model_option(name, value):
         return _number(name, value, int)
     if name in RATE_MODEL_FIELDS:
         return _number(name, value, float)
+    if name in BOOL_MODEL_FIELDS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
     if name in SIZE_MODEL_FIELDS:
         if isinstance(value, (list, tuple)):
             return tuple(_number(name, item, int) for item in value)

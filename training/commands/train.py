@@ -49,6 +49,8 @@ def register(subparsers):
                        help="a convolutional stem (hybrid ViT): one 3x3 stride-2 conv + BatchNorm + ReLU per "
                        "entry, before the patches; 'none' for the linear patch embedding")
     model.add_argument("--pooling", choices=("token", "gap"))
+    model.add_argument("--no-class-token", dest="use_class_token", action="store_false", default=None,
+                       help="no class token (with --pooling gap: the head averages the patch tokens alone)")
     model.add_argument("--input-scaling", dest="input_scaling", choices=("unit", "symmetric", "none"))
     fit = parser.add_argument_group("fit")
     fit.add_argument("--epochs", type=int, help=f"(default {defaults.epochs})")
