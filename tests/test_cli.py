@@ -74,6 +74,7 @@ def _bad_npz(tmp_path, **arrays):
         ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
         ("config_model_size_not_whole", "num_layers must be a whole number, got 2.5"),
         ("early_stopping_without_validation", "early_stopping watches validation accuracy: it needs validation_fraction"),
+        ("no_class_token_with_token_pooling", "no class token (--no-class-token) needs average pooling (--pooling gap)"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, expected):
@@ -122,6 +123,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         args += ["--config", str(tmp_path / "c.yaml")]
     elif case == "early_stopping_without_validation":
         args += ["--validation-fraction", "0", "--early-stopping", "3"]
+    elif case == "no_class_token_with_token_pooling":
+        args += ["--no-class-token"]
     monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
     try:
         code = main(args)

@@ -39,6 +39,9 @@ def model_config(config, info):
         raise ValueError(
             f"the model has {model['num_classes']} classes but dataset {info.spec} has {info.num_classes}"
         )
+    # Named here in the training options' words; the ViT's own error speaks of its arguments.
+    if not model.get("use_class_token", True) and model.get("pooling", "token") == "token":
+        raise ValueError("no class token (--no-class-token) needs average pooling (--pooling gap)")
     return model
 
 
