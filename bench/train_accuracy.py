@@ -36,6 +36,21 @@ def load_recipe(name, data_dir):
     return recipe
 
 
+def parse_overrides(items):
+    """`["pooling=gap", "crop_padding=1"]` -> `{"pooling": "gap", "crop_padding": 1}` (values read as YAML).
+
+    Raises ValueError naming an item without `=`; unknown or mistyped options are left to
+    `merge_config`, which names them.
+    """
+    overrides = {}
+    for item in items:
+        option, equals, value = item.partition("=")
+        if not equals or not option.strip():
+            raise ValueError(f"--set expects OPTION=VALUE, got {item!r}")
+        overrides[option.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, overrides=None, run_name=None):
     from training.config import merge_config
     from training.fit import train
@@ -68,6 +83,8 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, over
 
 
 def main():
+    from training.config import merge_config
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=RECIPES)
     parser.add_argument("--data", default="../shared/data", help="folder with mnist.npz and cifar10_jpeg.npz")
@@ -78,12 +95,11 @@ def main():
                         help="override one training or model option (value read as YAML); repeatable")
     parser.add_argument("--name", help="output folder and result name (default: the recipe's)")
     args = parser.parse_args()
-    overrides = {}
-    for item in args.set:
-        option, equals, value = item.partition("=")
-        if not equals:
-            parser.error(f"--set expects OPTION=VALUE, got {item!r}")
-        overrides[option.strip()] = yaml.safe_load(value)
+    try:  # a bad --set is one line before training starts, not a traceback
+        overrides = parse_overrides(args.set)
+        merge_config(load_recipe(args.recipe, args.data), overrides)
+    except ValueError as error:
+        parser.error(str(error))
     run(args.recipe, args.data, args.output, args.epochs, args.time_budget, overrides, args.name)
 
 

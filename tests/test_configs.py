@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench.train_accuracy import CONFIGS, RECIPES, load_recipe
+from bench.train_accuracy import CONFIGS, RECIPES, load_recipe, parse_overrides
 from training.config import merge_config, read_config_file
 from training.data import DatasetInfo
 from training.fit import build_model, model_config
@@ -37,3 +37,19 @@ def test_data_folder_replaces_the_recipes_npz_folder(tmp_path):
     recipe = load_recipe("cifar10", str(tmp_path))
     assert recipe["dataset"] == "npz:" + os.path.join(str(tmp_path), "cifar10_jpeg.npz")
     assert load_recipe("digits", str(tmp_path))["dataset"] == "digits"
+
+
+def test_set_overrides_build_the_trial_model():
+    # bench.train_accuracy --set: session 10's trial (BENCHMARKS.md: 2,696,170 parameters, the
+    # recipe's 2,696,554 less the class token and its position embedding, 2 x 192).
+    overrides = parse_overrides(["pooling=gap", "use_class_token=false", "crop_padding=1"])
+    assert overrides == {"pooling": "gap", "use_class_token": False, "crop_padding": 1}
+    config = merge_config(load_recipe("cifar10", "../shared/data"), overrides)
+    assert config.crop_padding == 1 and config.model["pooling"] == "gap"
+    info = DatasetInfo(spec=config.dataset, num_classes=10, class_names=[str(i) for i in range(10)],
+                       image_shape=DATASETS["cifar10_jpeg.npz"])
+    assert build_model(config, model_config(config, info)).count_params() == 2_696_170
+    with pytest.raises(ValueError, match="--set expects OPTION=VALUE, got 'pooling'"):
+        parse_overrides(["pooling"])
+    with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
+        merge_config(load_recipe("cifar10", "../shared/data"), parse_overrides(["hidden_size=8"]))
