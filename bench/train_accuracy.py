@@ -7,6 +7,8 @@
 
 `--set OPTION=VALUE` (a training or model option, the value read as YAML) runs a trial of a
 recipe without editing its file; `--name` keeps the trial's output and result apart.
+Recipes trained with flips also record `test_accuracy_flip_tta`: the final model scored on the
+mean probabilities of each test image and its mirror image (`keras-vit evaluate --tta flip`).
 
 Each recipe is a `keras-vit train` config file, `configs/NAME.yaml`; the result lands in
 `bench/results/train_<name>.json` with the recipe, the metrics and the machine.
@@ -66,19 +68,28 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, over
     config = merge_config(recipe, overrides)
     start = time.perf_counter()
     metrics = train(config, verbose=2)
+    wall_seconds = time.perf_counter() - start
     result = {
         "recipe": recipe,
         "overrides": overrides,
         "metrics": metrics,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": wall_seconds,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    if config.flip:
+        # Recorded beside, never instead of, the plain test accuracy: it costs two forward passes.
+        from training.commands.evaluate import evaluate_keras
+
+        result["test_accuracy_flip_tta"] = evaluate_keras(config.output, config.dataset, tta="flip")["test_accuracy"]
     os.makedirs("bench/results", exist_ok=True)
     path = f"bench/results/train_{name}.json"
     with open(path + ".tmp", "w") as file:
         json.dump(result, file, indent=2)
     os.replace(path + ".tmp", path)
-    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "num_params", "train_seconds")}))
+    print(json.dumps({
+        **{k: metrics[k] for k in ("test_accuracy", "num_params", "train_seconds")},
+        **{k: result[k] for k in ("test_accuracy_flip_tta",) if k in result},
+    }))
     return result
 
 

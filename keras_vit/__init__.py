@@ -6,6 +6,7 @@ from keras_vit.attention import attention_maps, attention_model, attention_rollo
 from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock, unpatchify
 from keras_vit.model import ViT
 from keras_vit.presets import PRESETS, get_preset
+from keras_vit.test_time_augmentation import flip_averaged
 
 build_vit = ViT
 
@@ -22,6 +23,7 @@ __all__ = [
     "attention_model",
     "attention_rollout",
     "build_vit",
+    "flip_averaged",
     "get_preset",
     "load_checkpoint",
     "save_checkpoint",

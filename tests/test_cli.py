@@ -145,6 +145,10 @@ def test_evaluate_errors(tmp_path, capsys):
     assert main(["evaluate", str(corrupt), "--dataset", "digits"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a valid .keras file" in err and len(err.splitlines()) == 1
+    assert main(["evaluate", str(tmp_path / "model.tflite"), "--dataset", "digits", "--tta", "flip"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--tta flip evaluates a .keras model or training folder, not a .tflite file" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_config_file_and_overrides(tmp_path):

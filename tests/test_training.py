@@ -125,6 +125,30 @@ def test_evaluate_command_matches_training_metrics(resumed_digits_run, capsys):
     assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
 
 
+def test_evaluate_with_flip_averaging_matches_numpy(resumed_digits_run, capsys):
+    from numpy_reference import softmax
+
+    from training.artifacts import load_keras_model
+    from training.data import load_splits
+
+    output = resumed_digits_run[0]
+    assert main(["evaluate", str(output), "--tta", "flip"]) == 0
+    evaluated = json.loads((output / "metrics_eval_tta_flip.json").read_text())
+    assert evaluated["tta"] == "flip"
+    model = load_keras_model(str(output))
+    images, labels = zip(*load_splits("digits").test.as_numpy_iterator())
+    images = np.stack(images).astype("float32")
+    images = images[..., None] if images.ndim == 3 else images
+    probabilities = [softmax(model.predict(x, verbose=0).astype("float64")) for x in (images, images[:, :, ::-1])]
+    expected = np.mean(np.argmax(probabilities[0] + probabilities[1], axis=-1) == np.array(labels))
+    assert evaluated["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    # Digits are not mirror-symmetric: averaging with mirrored digits changes some predictions, so
+    # the figure above is not the plain accuracy.
+    assert np.any(np.argmax(probabilities[0], -1) != np.argmax(probabilities[0] + probabilities[1], -1))
+    status = main(["evaluate", str(output / "model.keras"), "--tta", "flip", "--output", str(output / "x.json")])
+    assert status == 0 and json.loads((output / "x.json").read_text())["test_accuracy"] == evaluated["test_accuracy"]
+
+
 def test_a_runs_config_json_trains_that_run_again(resumed_digits_run):
     from training.commands.train import config_from_args
     from training.cli import build_parser

@@ -2,6 +2,8 @@
 
 import os
 
+TTA_MODES = ("none", "flip")
+
 
 def register(subparsers):
     parser = subparsers.add_parser("evaluate", help="evaluate a .keras model, a training folder or a .tflite file")
@@ -14,18 +16,32 @@ def register(subparsers):
     parser.add_argument("--resize", action="store_true",
                         help="(.tflite) resize the dataset's images to the model's input as training does (on by "
                         "default for the dataset the model, or --keras-model, was trained on)")
-    parser.add_argument("--output", help="metrics JSON to write (default: metrics_eval.json beside the model)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="(.keras) test-time augmentation: flip averages the class probabilities of each image "
+                        "and its mirror image (two forward passes; for models trained with flips)")
+    parser.add_argument("--output", help="metrics JSON to write (default: metrics_eval.json beside the model; "
+                        "metrics_eval_tta_flip.json with --tta flip)")
     parser.set_defaults(func=run)
 
 
-def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
-    """Test accuracy and loss of a Keras model on a dataset spec's test split."""
+def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64, tta="none"):
+    """Test accuracy and loss of a Keras model on a dataset spec's test split.
+
+    `tta="flip"` scores the mean class probabilities of each image and its mirror image
+    (`keras_vit.flip_averaged`).
+    """
     import keras
 
     from training.artifacts import load_keras_model
     from training.data import load_splits, make_pipeline, take_sample
 
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     model = load_keras_model(source)
+    if tta == "flip":
+        from keras_vit import flip_averaged
+
+        model = flip_averaged(model)
     height, width, channels = model.input_shape[1:]
     splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
     num_classes = model.output_shape[-1]
@@ -40,7 +56,10 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64):
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     loss, accuracy = model.evaluate(data, verbose=0)
-    return {"test_accuracy": float(accuracy), "test_loss": float(loss), "num_params": int(model.count_params()), "dataset": spec}
+    return {
+        "test_accuracy": float(accuracy), "test_loss": float(loss), "num_params": int(model.count_params()),
+        "dataset": spec, "tta": tta,
+    }
 
 
 def run(args):
@@ -53,6 +72,8 @@ def run(args):
     if not spec:
         raise ValueError("--dataset is needed: no training config.json beside the model names one")
     if args.model.endswith(".tflite"):
+        if args.tta != "none":
+            raise ValueError(f"--tta {args.tta} evaluates a .keras model or training folder, not a .tflite file")
         from export.evaluate import evaluate_tflite
 
         keras_model = None
@@ -65,9 +86,10 @@ def run(args):
             num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
         )
     else:
-        metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit)
+        metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit, tta=args.tta)
     for key, value in metrics.items():
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
     folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
-    write_json_atomic(args.output or os.path.join(folder, "metrics_eval.json"), metrics)
+    default_name = "metrics_eval.json" if args.tta == "none" else f"metrics_eval_tta_{args.tta}.json"
+    write_json_atomic(args.output or os.path.join(folder, default_name), metrics)
     return 0
