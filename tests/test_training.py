@@ -133,6 +133,7 @@ def test_evaluate_with_flip_averaging_matches_numpy(resumed_digits_run, capsys):
 
     output = resumed_digits_run[0]
     assert main(["evaluate", str(output), "--tta", "flip"]) == 0
+    assert "trained without --flip" in capsys.readouterr().err
     evaluated = json.loads((output / "metrics_eval_tta_flip.json").read_text())
     assert evaluated["tta"] == "flip"
     model = load_keras_model(str(output))

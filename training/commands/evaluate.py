@@ -1,6 +1,7 @@
 """`keras-vit evaluate`: test metrics of a saved Keras model or a .tflite file."""
 
 import os
+import sys
 
 TTA_MODES = ("none", "flip")
 
@@ -65,7 +66,8 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64, tta="
 def run(args):
     from training.artifacts import read_training_config, write_json_atomic
 
-    trained_on = read_training_config(args.model).get("dataset")
+    training_config = read_training_config(args.model)
+    trained_on = training_config.get("dataset")
     if args.keras_model and not trained_on:
         trained_on = read_training_config(args.keras_model).get("dataset")
     spec = args.dataset or trained_on
@@ -86,6 +88,10 @@ def run(args):
             num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
         )
     else:
+        if args.tta == "flip" and training_config.get("flip") is False:
+            # Allowed (the data may be mirror-symmetric), but rarely what the user meant.
+            print("keras-vit evaluate: note: the model was trained without --flip; mirror images may score "
+                  "lower (digits do)", file=sys.stderr)
         metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit, tta=args.tta)
     for key, value in metrics.items():
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
