@@ -149,6 +149,10 @@ def test_evaluate_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--tta flip evaluates a .keras model or training folder, not a .tflite file" in err
     assert len(err.splitlines()) == 1
+    from training.commands.evaluate import evaluate_keras
+
+    with pytest.raises(ValueError, match=r"tta must be one of \('none', 'flip'\), got 'mirror'"):
+        evaluate_keras(str(tmp_path / "missing.keras"), "digits", tta="mirror")
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -53,8 +53,11 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
 
 
 def _train_command(output):
-    # The README's main job (`keras-vit train --export-tflite`), with frequent backups.
-    return [sys.executable, "-m", "training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5"]
+    # The README's main job (`keras-vit train --export-tflite`), with frequent backups. At the
+    # default of one backup per 30 s a quiet machine wrote two in the whole run, and when both
+    # fell on an epoch's end (batch 0) the fixture found no mid-epoch moment to kill it.
+    return [sys.executable, "-m", "training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5",
+            "--backup-seconds", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +141,7 @@ def test_evaluate_with_flip_averaging_matches_numpy(resumed_digits_run, capsys):
     assert evaluated["tta"] == "flip"
     model = load_keras_model(str(output))
     images, labels = zip(*load_splits("digits").test.as_numpy_iterator())
-    images = np.stack(images).astype("float32")
-    images = images[..., None] if images.ndim == 3 else images
+    images = np.stack(images).astype("float32")  # [360, 8, 8, 1]
     probabilities = [softmax(model.predict(x, verbose=0).astype("float64")) for x in (images, images[:, :, ::-1])]
     expected = np.mean(np.argmax(probabilities[0] + probabilities[1], axis=-1) == np.array(labels))
     assert evaluated["test_accuracy"] == pytest.approx(expected, abs=1e-6)
@@ -157,7 +159,7 @@ def test_a_runs_config_json_trains_that_run_again(resumed_digits_run):
     output = resumed_digits_run[0]
     args = build_parser().parse_args(["train", "--config", str(output / "config.json")])
     # The options of `_train_command`, and nothing of what `train` recorded beside them.
-    assert config_from_args(args) == TrainConfig(output=str(output), export_tflite=True, backup_every=5)
+    assert config_from_args(args) == TrainConfig(output=str(output), export_tflite=True, backup_every=5, backup_seconds=5)
 
 
 def test_weight_decay_skips_biases_norms_class_token_and_positions():
