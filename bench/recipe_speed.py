@@ -1,7 +1,7 @@
-"""Training throughput (`fit`, batch 128, synthetic images) of the accuracy recipes' models
+"""Training throughput (`fit`, batch 128 unless `--batch-size`, synthetic images) of the accuracy recipes' models
 against the plain ViTs they replaced, one model per process, alternating.
 
-    nice python bench/recipe_speed.py [--steps 40] [--precision float32] [--jit-compile false] [--models a,b]
+    nice python bench/recipe_speed.py [--steps 40] [--batch-size 128] [--precision float32] [--jit-compile false] [--models a,b]
 
 Prints images/s per model; a CPU budget (`--time-budget`) turns these into epochs.
 Runs of a few steps are noisy on a shared machine: 16 steps showed the (96, 192, 384) stem
@@ -46,18 +46,18 @@ _CHILD = """
 import json, sys, time, numpy as np, keras
 from keras_vit import ViT
 overrides, steps, precision = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-jit_compile = sys.argv[4] == "true"
+jit_compile, batch_size = sys.argv[4] == "true", int(sys.argv[5])
 keras.mixed_precision.set_global_policy(precision)
 model = ViT.from_preset("vit_digits", dropout_rate=0.0, **overrides)
 model.compile(optimizer=keras.optimizers.AdamW(1e-3),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
 size, channels = overrides["image_size"], overrides["channels"]
 rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, (128 * steps, size, size, channels)).astype("float32")
+x = rng.uniform(0, 255, (batch_size * steps, size, size, channels)).astype("float32")
 y = rng.integers(0, 10, len(x))
-model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # compile and warm up
+model.fit(x[:2 * batch_size], y[:2 * batch_size], batch_size=batch_size, epochs=1, verbose=0)  # compile, warm up
 start = time.perf_counter()
-model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
 print(json.dumps({"params": model.count_params(), "images_per_second": len(x) / (time.perf_counter() - start)}))
 """
 
@@ -66,6 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--precision", default="float32")
     # `keras-vit train` leaves XLA off on CPU-only machines (Keras' jit_compile="auto")
     parser.add_argument("--jit-compile", choices=("true", "false"), default="true")
@@ -80,7 +81,7 @@ def main():
     for _ in range(args.rounds):  # alternate, so load hits every model alike
         for name in names:
             done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(MODELS[name]), str(args.steps), args.precision,
-                                   args.jit_compile],
+                                   args.jit_compile, str(args.batch_size)],
                                   capture_output=True, text=True, env=env, check=True)
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     print("| model | params | images/s (median of rounds) |\n|---|---|---|")

@@ -31,6 +31,7 @@ def export_modes(
     float_fallback=(),
     weight_granularity="channel",
     resize=False,
+    tta="none",
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -45,6 +46,8 @@ def export_modes(
     `weight_granularity` applies to the int8 and int16x8 weights (`export.tflite.convert`).
     `resize`: the dataset's images are resized to the model's input as training did
     (`training.data.load_splits_for_model`).
+    `tta="flip"`: every file averages each image with its mirror image (`export.tflite.convert`),
+    and the report compares them with `keras_vit.flip_averaged(model)`.
 
     Returns the report rows (empty without a dataset).
     """
@@ -81,6 +84,7 @@ def export_modes(
                 output_type=output_type if mode == "int8" else "float32",
                 float_fallback=fallback,
                 weight_granularity=weight_granularity,
+                tta=tta,
             )
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
             write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
@@ -92,7 +96,12 @@ def export_modes(
                 images.append(batch)
                 labels.append(batch_labels)
             images, labels = np.concatenate(images), np.concatenate(labels)
-            keras_logits = np.asarray(model.predict(images, batch_size=256, verbose=0))
+            reference = model
+            if tta == "flip":
+                from keras_vit import flip_averaged
+
+                reference = flip_averaged(model)
+            keras_logits = np.asarray(reference.predict(images, batch_size=256, verbose=0))
             rows = build_report(contents, images, labels, keras_logits, thread_counts, rounds, runs, files)
             write_report(
                 rows,
@@ -102,6 +111,7 @@ def export_modes(
                     "images": len(labels),
                     "calibration images": calibration_size if needs_calibration else "-",
                     "batch size": batch_size,
+                    "test-time augmentation": tta,
                     "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",
                 },
             )

@@ -89,7 +89,7 @@ class ServingModule:
         return module
 
 
-def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float32"):
+def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float32", tta="none"):
     """Writes a serving SavedModel to `path` (a folder), replacing it only when complete.
 
     Args:
@@ -99,10 +99,19 @@ def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float
         class_names: names of the classes (default "0", "1", ...).
         top_k: how many top classes the signatures return.
         input_dtype: `float32` or `uint8` for `serving_default`.
+        tta: `none`, or `flip`: both signatures return the mean class probabilities of each
+            image and its mirror image (`keras_vit.flip_averaged`; two forward passes).
     """
     import tensorflow as tf
 
     from export.tflite import replace_folder
+    from keras_vit.test_time_augmentation import check_tta
+
+    check_tta(tta)
+    if tta == "flip":
+        from keras_vit import flip_averaged
+
+        model = flip_averaged(model)
 
     num_classes = int(model.outputs[0].shape[-1])
     class_names = [str(n) for n in (class_names or range(num_classes))]

@@ -61,13 +61,13 @@ def resolve_graph(model, mode, graph="auto", batch_size=1):
 
 
 def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normalization="rsqrt",
-                              attention="fully_connected"):
+                              attention="fully_connected", tta="none"):
     """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
     import tensorflow as tf
 
     from export.graph import InferenceModule
 
-    module = InferenceModule(model, graph, batch_size, normalization, attention)
+    module = InferenceModule(model, graph, batch_size, normalization, attention, tta)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
 
@@ -91,6 +91,7 @@ def convert(
     normalization="rsqrt",
     float_fallback=(),
     weight_granularity="channel",
+    tta="none",
 ):
     """Converts a Keras model to TFLite bytes.
 
@@ -111,6 +112,9 @@ def convert(
         weight_granularity: `channel` (a scale per output channel) or `tensor` (one
             scale per weight matrix: a smaller file, see BENCHMARKS.md for the accuracy
             cost) for the FULLY_CONNECTED weights of `int8` and `int16x8` models.
+        tta: `none`, or `flip`: the file outputs the logits of `keras_vit.flip_averaged(model)`,
+            the mean class probabilities of each image and its mirror image (one pass over
+            both, so about twice the latency).
 
     Returns:
         The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
@@ -118,7 +122,10 @@ def convert(
     """
     import tensorflow as tf
 
+    from keras_vit.test_time_augmentation import check_tta
+
     check_mode(mode)
+    check_tta(tta)
     float_fallback = tuple(float_fallback or ())
     unknown = sorted(set(float_fallback) - set(FLOAT_FALLBACKS))
     if unknown:
@@ -150,7 +157,7 @@ def convert(
         integer_attention = mode in QUANTIZED_MODES and "attention" not in float_fallback
         attention = "fully_connected" if integer_attention else "batch_matmul"
         save_inference_savedmodel(
-            model, os.path.join(folder, "saved_model"), graph, batch_size, normalization, attention
+            model, os.path.join(folder, "saved_model"), graph, batch_size, normalization, attention, tta
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(
             os.path.join(folder, "saved_model"), signature_keys=["serving_default"]

@@ -11,6 +11,27 @@ import math
 import keras
 from keras import ops
 
+# Test-time augmentations that `keras-vit evaluate --tta` and `keras-vit export --tta` take.
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(tta):
+    """Raises ValueError naming the modes unless `tta` is one of `TTA_MODES`."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+
+
+def mean_probability_logits(logits):
+    """`log(mean_i softmax(logits_i))` of a list of `[B, num_classes]` logit tensors, as float32.
+
+    A log-sum-exp of log-softmaxes, so that confident predictions do not underflow to log(0).
+    Shared by `MeanProbabilityLogits` and the exported graphs (`export.graph`).
+    """
+    if not isinstance(logits, (list, tuple)) or len(logits) < 2:
+        raise ValueError(f"the mean of class probabilities takes a list of at least two logit tensors, got {logits!r}")
+    log_probabilities = ops.stack([ops.log_softmax(ops.cast(each, "float32"), axis=-1) for each in logits])
+    return ops.logsumexp(log_probabilities, axis=0) - math.log(len(logits))
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class HorizontalFlip(keras.layers.Layer):
@@ -39,13 +60,20 @@ class MeanProbabilityLogits(keras.layers.Layer):
     """
 
     def call(self, logits):
-        if not isinstance(logits, (list, tuple)) or len(logits) < 2:
-            raise ValueError(f"MeanProbabilityLogits takes a list of at least two logit tensors, got {logits!r}")
-        log_probabilities = ops.stack([ops.log_softmax(ops.cast(each, "float32"), axis=-1) for each in logits])
-        return ops.logsumexp(log_probabilities, axis=0) - math.log(len(logits))
+        return mean_probability_logits(logits)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
+
+
+def check_logits_output(model):
+    """Raises ValueError for a model whose head applies a softmax: averaging works on logits."""
+    activation = getattr(model, "classifier_activation", None)
+    if activation not in (None, "linear"):
+        raise ValueError(
+            f"test-time averaging needs a model that outputs logits; {model.name!r} has classifier_activation "
+            f"{activation!r} (build it with classifier_activation=None)"
+        )
 
 
 def flip_averaged(model, name=None):
@@ -79,6 +107,7 @@ def flip_averaged(model, name=None):
             f"flip_averaged wraps a model with one logits output [B, num_classes]; {model.name!r} gives "
             f"{model.output_shape}"
         )
+    check_logits_output(model)
     # float32 wrappers: under a mixed-precision policy they would otherwise cast the images and
     # the averaged logits to float16.
     images = keras.Input(shape=model.input_shape[1:], dtype=model.inputs[0].dtype, name="images")

@@ -146,3 +146,34 @@ def test_cli_savedmodel_and_errors(exported, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and "applies to --format tflite" in err and "\n" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_flip_averaged_savedmodel_serves_mean_of_both_softmaxes(exported, tmp_path):
+    import tensorflow as tf
+
+    from export.savedmodel import export_savedmodel
+
+    model, _, _ = exported
+    path = str(tmp_path / "served_tta")
+    export_savedmodel(model, path, CLASS_NAMES, top_k=2, tta="flip")
+    images = np.random.default_rng(4).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    # Independent of keras_vit.flip_averaged: the plain model on each image and its mirror.
+    expected = (_softmax(np.asarray(model(images), "float64"))
+                + _softmax(np.asarray(model(images[:, :, ::-1]), "float64"))) / 2
+    assert np.abs(expected - _softmax(np.asarray(model(images), "float64"))).max() > 1e-3  # not mirror-symmetric
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(served["top_k_ids"].numpy(), np.argsort(-expected, axis=-1)[:, :2])
+
+
+def test_flip_averaged_export_refuses_a_softmax_head(tmp_path):
+    from export.savedmodel import export_savedmodel
+    from keras_vit import ViT
+
+    model = ViT(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3,
+                classifier_activation="softmax")
+    with pytest.raises(ValueError, match="needs a model that outputs logits.*classifier_activation 'softmax'"):
+        export_savedmodel(model, str(tmp_path / "x"), tta="flip")
+    with pytest.raises(ValueError, match=r"tta must be one of \('none', 'flip'\), got 'rotate'"):
+        export_savedmodel(model, str(tmp_path / "x"), tta="rotate")
+    assert not (tmp_path / "x").exists()

@@ -425,3 +425,71 @@ def test_int8_per_tensor_weights_are_smaller_and_agree(work):
     assert np.mean(outputs.argmax(-1) == _keras(work, images).argmax(-1)) >= 0.97
     with pytest.raises(ValueError, match="weight_granularity must be one of"):
         convert(work.model, "int8", calibration, weight_granularity="row")
+
+
+def _softmax(logits):
+    logits = np.asarray(logits, "float64")
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def _flip_averaged_probabilities(model, images):
+    """Mean softmax of the plain Keras model on the images and on their mirror images."""
+    plain = model.predict(images, batch_size=256, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], batch_size=256, verbose=0)
+    return (_softmax(plain) + _softmax(mirrored)) / 2
+
+
+@pytest.mark.parametrize("graph, batch_size", [("folded", 2), ("keras", 2), ("keras", None)])
+def test_flip_averaged_inference_graph_equals_mean_of_both_softmaxes(graph, batch_size):
+    from export.graph import InferenceModule
+    from keras_vit import ViT
+
+    model = ViT(image_size=(8, 12), channels=3, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16,
+                mlp_dim=32, num_classes=5, stem_channels=[6])
+    rng = np.random.default_rng(2)
+    for weight in model.weights:
+        value = rng.normal(0, 0.3, weight.shape) + (1.0 if "gamma" in weight.path else 0.0)
+        weight.assign((np.abs(value) + 0.5 if "moving_variance" in weight.path else value).astype("float32"))
+    images = rng.uniform(0, 255, (2, 8, 12, 3)).astype("float32")
+    expected = _flip_averaged_probabilities(model, images)
+    assert np.abs(expected - _softmax(model.predict(images, verbose=0))).max() > 1e-3  # the flip matters
+    logits = InferenceModule(model, graph=graph, batch_size=batch_size, tta="flip").serve(images).numpy()
+    assert logits.shape == (2, 5)
+    np.testing.assert_allclose(_softmax(logits), expected, atol=1e-5)
+    np.testing.assert_allclose(logits, np.log(expected), atol=1e-4)
+
+
+def test_flip_averaged_tflite_float32_and_int8(work, tmp_path, capsys):
+    from export.analysis import analyze_ops
+    from export.runtime import TFLiteRunner
+    from export.tflite import convert, read_labels
+
+    images, _ = work.gen
+    expected = _flip_averaged_probabilities(work.model, images)
+    out = tmp_path / "averaged.tflite"
+    status, _ = _cli(["export", str(work.run), "--mode", "float32", "--tta", "flip", "--output", str(out)], capsys)
+    assert status == 0 and read_labels(str(out)) == CLASS_NAMES
+    runner = TFLiteRunner(out.read_bytes())
+    assert runner.input_shape == (1, 28, 28, 1)  # the mirror image is made inside the file
+    np.testing.assert_allclose(_softmax(runner.predict(images)), expected, atol=1e-5)
+
+    calibration = images[:100]
+    content = convert(work.model, "int8", calibration, input_type="uint8", tta="flip")
+    facts = analyze_ops(content)
+    assert facts["fully_integer"] and facts["static"] and facts["all_builtin"], facts
+    agreement = np.mean(TFLiteRunner(content).predict(images).argmax(-1) == expected.argmax(-1))
+    assert agreement >= 0.95, f"int8 flip-averaged: top-1 agreement {agreement:.3f}"
+
+
+def test_flip_averaged_export_report_compares_with_flip_averaged_keras(work, tmp_path):
+    import json as json_module
+
+    from export.bundle import export_modes
+
+    folder = tmp_path / "report"
+    rows = export_modes(work.model, str(folder), ("float32",), work.spec, CLASS_NAMES, report_limit=100,
+                        rounds=1, runs=2, tta="flip")
+    report = json_module.loads((folder / "report.json").read_text())
+    assert report["context"]["test-time augmentation"] == "flip"
+    assert rows[0]["max_logit_error"] < 1e-4 and rows[0]["agreement_with_keras"] == 1.0

@@ -3,6 +3,8 @@
 import os
 import sys
 
+# keras_vit.test_time_augmentation.TTA_MODES (tests/test_cli.py checks), named here so that
+# building the parser does not import Keras.
 TTA_MODES = ("none", "flip")
 
 
@@ -33,11 +35,11 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64, tta="
     """
     import keras
 
+    from keras_vit.test_time_augmentation import check_tta
     from training.artifacts import load_keras_model
     from training.data import load_splits, make_pipeline, take_sample
 
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    check_tta(tta)
     model = load_keras_model(source)
     if tta == "flip":
         from keras_vit import flip_averaged
@@ -63,6 +65,14 @@ def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64, tta="
     }
 
 
+def note_if_trained_without_flip(training_config, tta, command):
+    """Notes on stderr that flip averaging is asked of a model trained without `--flip`."""
+    if tta == "flip" and training_config.get("flip") is False:
+        # Allowed (the data may be mirror-symmetric), but rarely what the user meant.
+        print(f"keras-vit {command}: note: the model was trained without --flip; mirror images may score "
+              "lower (digits do)", file=sys.stderr)
+
+
 def run(args):
     from training.artifacts import read_training_config, write_json_atomic
 
@@ -75,7 +85,8 @@ def run(args):
         raise ValueError("--dataset is needed: no training config.json beside the model names one")
     if args.model.endswith(".tflite"):
         if args.tta != "none":
-            raise ValueError(f"--tta {args.tta} evaluates a .keras model or training folder, not a .tflite file")
+            raise ValueError(f"--tta {args.tta} evaluates a .keras model or training folder, not a .tflite file "
+                             f"(`keras-vit export --tta {args.tta}` puts the averaging into the .tflite)")
         from export.evaluate import evaluate_tflite
 
         keras_model = None
@@ -88,10 +99,7 @@ def run(args):
             num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
         )
     else:
-        if args.tta == "flip" and training_config.get("flip") is False:
-            # Allowed (the data may be mirror-symmetric), but rarely what the user meant.
-            print("keras-vit evaluate: note: the model was trained without --flip; mirror images may score "
-                  "lower (digits do)", file=sys.stderr)
+        note_if_trained_without_flip(training_config, args.tta, "evaluate")
         metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit, tta=args.tta)
     for key, value in metrics.items():
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")

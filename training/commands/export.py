@@ -7,6 +7,7 @@ FORMATS = ("savedmodel", "tflite")
 
 def register(subparsers):
     from export.tflite import IO_TYPES, MODES, WEIGHT_GRANULARITIES
+    from training.commands.evaluate import TTA_MODES
 
     parser = subparsers.add_parser(
         "export",
@@ -40,6 +41,9 @@ def register(subparsers):
     parser.add_argument("--resize", action="store_true",
                         help="resize the dataset's images to the model's input as training does (on by default "
                         "for the dataset the model was trained on)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation inside the exported model: flip averages the class probabilities "
+                        "of each image and its mirror image (twice the compute; for models trained with --flip)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
                         help="(savedmodel) dtype of the serving_default images")
@@ -64,6 +68,7 @@ def _model_and_names(source):
 def run(args):
     from export.tflite import MODES, check_mode
     from training.artifacts import read_training_config
+    from training.commands.evaluate import note_if_trained_without_flip
 
     if args.format == "tflite" and args.mode != "all":
         check_mode(args.mode)
@@ -73,17 +78,20 @@ def run(args):
         raise ValueError(f"--mode {args.mode} applies to --format tflite; a SavedModel is float32")
     if args.format == "tflite" and args.output.endswith(".tflite") and args.mode == "all":
         raise ValueError("--mode all writes a folder: give --output a folder, not a .tflite file")
-    trained_on = read_training_config(args.source).get("dataset")
+    training_config = read_training_config(args.source)
+    trained_on = training_config.get("dataset")
     dataset = args.dataset or trained_on
     # The model's own training data may have been resized to its input by the pipeline.
     resize = bool(args.resize or (dataset and dataset == trained_on))
     model, names = _model_and_names(args.source)
+    note_if_trained_without_flip(training_config, args.tta, "export")
+    averaged = "" if args.tta == "none" else f", averaged with --tta {args.tta}"
 
     if args.format == "savedmodel":
         from export.savedmodel import export_savedmodel
 
-        export_savedmodel(model, args.output, names, top_k=args.top_k, input_dtype=args.input_dtype)
-        print(f"wrote SavedModel {args.output} (signatures serving_default, serving_bytes)")
+        export_savedmodel(model, args.output, names, top_k=args.top_k, input_dtype=args.input_dtype, tta=args.tta)
+        print(f"wrote SavedModel {args.output} (signatures serving_default, serving_bytes{averaged})")
         return 0
 
     if args.mode == "all":
@@ -92,14 +100,15 @@ def run(args):
         rows = export_modes(
             model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
             args.graph, args.int8_input, args.int8_output, args.limit,
-            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, resize=resize,
+            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, resize=resize, tta=args.tta,
         )
         for row in rows:
             print(
                 f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
                 f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
             )
-        print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "") + f" to {args.output}")
+        print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "")
+              + f" to {args.output}{averaged}")
         return 0
 
     from export.calibration import calibration_images, model_image_shape
@@ -115,10 +124,10 @@ def run(args):
         model, args.mode, calibration, args.batch_size, args.graph,
         args.int8_input if args.mode == "int8" else "float32",
         args.int8_output if args.mode == "int8" else "float32",
-        float_fallback=_fallback(args), weight_granularity=args.weight_granularity,
+        float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
     )
     write_tflite(content, args.output, names)
-    print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode})")
+    print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode}{averaged})")
     return 0
 
 
