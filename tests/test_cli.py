@@ -155,6 +155,18 @@ def test_evaluate_errors(tmp_path, capsys):
         evaluate_keras(str(tmp_path / "missing.keras"), "digits", tta="mirror")
 
 
+def test_command_line_tta_modes_are_the_librarys():
+    from keras_vit.test_time_augmentation import TTA_MODES
+    from training.commands import evaluate
+
+    assert evaluate.TTA_MODES == TTA_MODES
+    from training.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["export", "m.keras", "--output", "x.tflite", "--tta", "flip"]).tta == "flip"
+    assert parser.parse_args(["export", "m.keras", "--output", "x.tflite"]).tta == "none"
+
+
 def test_config_file_and_overrides(tmp_path):
     from training.commands.train import config_from_args
     from training.cli import build_parser
