@@ -177,3 +177,11 @@ def test_flip_averaged_export_refuses_a_softmax_head(tmp_path):
     with pytest.raises(ValueError, match=r"tta must be one of \('none', 'flip'\), got 'rotate'"):
         export_savedmodel(model, str(tmp_path / "x"), tta="rotate")
     assert not (tmp_path / "x").exists()
+    # The TFLite path refuses both before any conversion starts.
+    from export.graph import InferenceModule
+    from export.tflite import convert
+
+    with pytest.raises(ValueError, match="needs a model that outputs logits"):
+        InferenceModule(model, tta="flip")
+    with pytest.raises(ValueError, match=r"tta must be one of \('none', 'flip'\), got 'rotate'"):
+        convert(model, "float32", tta="rotate")
