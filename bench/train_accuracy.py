@@ -22,9 +22,12 @@ import time
 
 import yaml
 
-# The recipes are the `keras-vit train` config files in configs/, with the choices behind each.
+# The recipes are the `keras-vit train` config files in configs/, with the choices behind each;
+# finetune_*.yaml need your own photos and a downloaded checkpoint: templates, not benchmarks.
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-RECIPES = sorted(name[: -len(".yaml")] for name in os.listdir(CONFIGS) if name.endswith(".yaml"))
+RECIPES = sorted(
+    name[: -len(".yaml")] for name in os.listdir(CONFIGS) if name.endswith(".yaml") and not name.startswith("finetune_")
+)
 
 
 def load_recipe(name, data_dir):

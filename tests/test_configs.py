@@ -53,3 +53,24 @@ def test_set_overrides_build_the_trial_model():
         parse_overrides(["pooling"])
     with pytest.raises(ValueError, match="Unknown training option 'hidden_size'"):
         merge_config(load_recipe("cifar10", "../shared/data"), parse_overrides(["hidden_size=8"]))
+
+
+def test_every_config_file_parses():
+    # The benchmark recipes above and the templates for one's own data (finetune_*.yaml) alike.
+    names = sorted(name for name in os.listdir(CONFIGS) if name.endswith(".yaml"))
+    assert "finetune_vit_b16.yaml" in names and "finetune_vit_b16" not in RECIPES
+    for name in names:
+        merge_config(read_config_file(os.path.join(CONFIGS, name)))
+
+
+def test_fine_tuning_recipe_is_the_vit_papers():
+    """SGD momentum 0.9, no weight decay, clipping at norm 1, no MixUp or label smoothing, at 224."""
+    config = merge_config(read_config_file(os.path.join(CONFIGS, "finetune_vit_b16.yaml")))
+    assert (config.optimizer, config.momentum, config.weight_decay, config.clipnorm) == ("sgd", 0.9, 0.0, 1.0)
+    assert config.learning_rate in (0.001, 0.003, 0.01, 0.03)  # the paper's sweep
+    assert 0 < config.warmup_epochs < config.epochs / 4
+    assert (config.mixup, config.cutmix, config.label_smoothing, config.randaugment) == (0.0, 0.0, 0.0, False)
+    assert config.flip and config.crop_padding == 0 and config.validation_fraction == 0.1
+    assert config.model == {"image_size": 224, "dropout_rate": 0.0}
+    assert config.dataset.startswith("folder:") and config.init_from.endswith(".npz")
+    assert config.precision == "auto" and config.output == "runs/finetune_vit_b16"

@@ -81,3 +81,33 @@ def write_json_atomic(path, data):
         json.dump(data, file, indent=2, sort_keys=True)
         file.write("\n")
     os.replace(tmp, path)
+
+
+def truncate_history(path, epochs):
+    """Keeps the header and the rows of the first `epochs` epochs of a `CSVLogger` file.
+
+    A resumed run repeats the epoch its backup was taken in; without this its row would
+    appear twice (once from the killed run, once from the resumed one).
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as file:
+        lines = file.read().splitlines(keepends=True)
+    if not lines:
+        return
+    header, rows = lines[0], lines[1:]
+    kept = [row for row in rows if row.strip() and _row_epoch(row) < epochs]
+    if len(kept) == len(rows):
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as file:
+        file.write(header)
+        file.writelines(kept)
+    os.replace(tmp, path)
+
+
+def _row_epoch(row):
+    try:
+        return int(row.split(",", 1)[0])
+    except ValueError:
+        return -1

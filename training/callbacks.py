@@ -166,7 +166,8 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class PeriodicBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` every `every_steps` steps, but at most once per `min_seconds`.
+    """`BackupAndRestore` at every epoch's end, and every `every_steps` steps within an epoch,
+    but then at most once per `min_seconds`.
 
     A backup writes every variable and the optimizer state to HDF5 and copies the
     previous one, about 0.8 s on two CPU cores whatever the model's size: every 50 steps
@@ -175,7 +176,9 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
     work a killed run loses; big models, whose 50 steps take longer, are unaffected.
 
     Resuming is Keras': the weights and optimizer of the last backup, from the start of
-    the epoch it was taken in. `before_backup` (a function of no arguments) runs before
+    the epoch it was taken in (after an epoch-end backup, the next epoch). `keras-vit train`
+    puts this callback after the history and best-model callbacks, so that a finished
+    epoch's row and model are written before the backup that skips it. `before_backup` (a function of no arguments) runs before
     each backup: `AtomicBestModel.flush`, so that epochs a resumed run will not repeat
     have their best model on disk.
 
@@ -209,6 +212,17 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         if self.before_backup is not None:
             self.before_backup()
         super().on_train_end(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Every epoch end, whatever the clock: a run killed later resumes at the next epoch
+        # instead of repeating a finished one.
+        super().on_epoch_end(epoch, logs)
+        if self.before_backup is not None:
+            self.before_backup()
+        self._save_model()
+        self.backups_written += 1
+        self._steps_since_backup = 0
+        self._last_backup = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the index of the epoch's last step run: with `steps_per_execution=N`

@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from training.memory import OutOfMemoryError
+
 COMMANDS = ("presets", "train", "evaluate", "export", "explain")
 
 
@@ -65,7 +67,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("keras-vit: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, OutOfMemoryError) as error:
         if os.environ.get("KERAS_VIT_DEBUG"):
             raise
         print(f"keras-vit {args.command}: error: {_one_line(error)}", file=sys.stderr)

@@ -4,6 +4,9 @@ import dataclasses
 import json
 import os
 
+# The optimizers `training.optimization.make_optimizer` builds.
+OPTIMIZERS = ("adamw", "sgd")
+
 # What may fill the padding of random crops (`training.augment.RandomCropPerImage`).
 CROP_FILLS = ("reflect", "zeros")
 
@@ -31,8 +34,11 @@ MODEL_FIELDS = (
 class TrainConfig:
     """Everything `training.fit.train` needs; saved as `config.json` beside the model.
 
-    The defaults are the recipe of the default job (digits, `vit_digits`): on small
-    data a ViT overfits, hence weight decay 0.1, MixUp 0.2 and label smoothing.
+    `preset="auto"` chooses the model from the dataset (`training.model_choice`), and
+    options left at None (epochs, batch size, warm-up, MixUp) follow the number of
+    training images; `resolve` fills them in. The fixed defaults are the recipe of the
+    default job (digits): on small data a ViT over-fits, hence weight decay 0.1 and
+    label smoothing.
 
     `model` holds ViT overrides on top of `preset` (image_size, patch_size, ...);
     channels and num_classes default to the dataset's.
@@ -40,15 +46,17 @@ class TrainConfig:
 
     dataset: str = "digits"
     output: str = "runs/digits"
-    preset: str = "vit_digits"
+    preset: str = "auto"
     model: dict = dataclasses.field(default_factory=dict)
     init_from: str = None
     data_dir: str = None
-    epochs: int = 60
-    batch_size: int = 64
+    epochs: int = None
+    batch_size: int = None
+    optimizer: str = "adamw"
+    momentum: float = 0.9
     learning_rate: float = 2e-3
     weight_decay: float = 0.1
-    warmup_epochs: float = 3.0
+    warmup_epochs: float = None
     clipnorm: float = 1.0
     ema: float = 0.0
     time_budget_minutes: float = 0.0
@@ -57,18 +65,20 @@ class TrainConfig:
     crop_fill: str = "reflect"
     flip: bool = False
     randaugment: bool = False
-    mixup: float = 0.2
+    mixup: float = None
     cutmix: float = 0.0
     validation_fraction: float = 0.1
     seed: int = 0
     strategy: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"
     jit_compile: str = "auto"
     steps_per_execution: int = 1
     backup_every: int = 50
     backup_seconds: float = 30.0
     early_stopping: int = 0
     keep_model: str = "best"
+    cache_memory_mb: float = 1024.0
+    cache_file: str = None
     limit_train: int = None
     limit_test: int = None
     export_tflite: bool = False
@@ -83,7 +93,7 @@ class TrainConfig:
             )
         self.model = {name: _typed_model_option(name, value) for name, value in self.model.items()}
         for name in ("epochs", "batch_size", "steps_per_execution"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
@@ -97,6 +107,12 @@ class TrainConfig:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.cache_memory_mb < 0:
+            raise ValueError(f"cache_memory_mb must be 0 or more (0 turns the memory cache off), got {self.cache_memory_mb}")
         if self.crop_fill not in CROP_FILLS:
             raise ValueError(f"crop_fill must be {' or '.join(map(repr, CROP_FILLS))}, got {self.crop_fill!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -105,6 +121,17 @@ class TrainConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping and not self.validation_fraction:
             raise ValueError("early_stopping watches validation accuracy: it needs validation_fraction above 0")
+
+    def resolve(self, num_train):
+        """This config with the data-dependent defaults (None) set for `num_train` images."""
+        from training.model_choice import choose_recipe
+
+        recipe = choose_recipe(num_train)
+        if self.epochs is not None:
+            recipe["epochs"] = self.epochs
+            recipe["warmup_epochs"] = min(3.0, 0.1 * self.epochs)
+        chosen = {key: value for key, value in recipe.items() if getattr(self, key) is None}
+        return dataclasses.replace(self, **chosen)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -5,11 +5,14 @@ import math
 import os
 
 import keras
+import tensorflow as tf
 
 from training import artifacts
 from training.augment import make_augmenter
 from training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
 from training.data import load_splits, make_pipeline, take_sample
+from training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
+from training.model_choice import choose_model, describe_choice
 from training.optimization import make_optimizer
 from training.plots import plot_curves
 from training.strategy import is_chief, make_strategy, read_tf_config, set_precision
@@ -17,8 +20,17 @@ from training.strategy import is_chief, make_strategy, read_tf_config, set_preci
 BACKUP_DIR = "backup"
 
 
-def model_config(config, info):
-    """The ViT arguments for a run: preset (or checkpoint), dataset-derived sizes, then overrides."""
+# What `preset="auto"` assumes of a dataset whose images vary in size (some tfds datasets).
+VARIABLE_SIZE_SHAPE = (224, 224, 3)
+
+
+def model_config(config, info, num_train=None):
+    """The ViT arguments for a run: preset, the data's choice or checkpoint, then overrides.
+
+    `preset="auto"` chooses the model from the dataset's image shape and `num_train`
+    (`training.model_choice`); the user's model options still win. A patch size set without
+    a stem drops the chosen stem, so that `--patch-size` alone gives the plain ViT.
+    """
     from keras_vit.presets import get_preset
 
     if config.init_from:
@@ -27,6 +39,10 @@ def model_config(config, info):
         # The checkpoint decides the architecture and its channels; the pipeline
         # converts the dataset's images (e.g. gray to RGB) to match.
         model = checkpoint_config(read_checkpoint(config.init_from))
+    elif config.preset == "auto":
+        model = choose_model(_auto_image_shape(config, info), num_train or 1)
+        if "patch_size" in config.model and "stem_channels" not in config.model:
+            model["stem_channels"] = None
     else:
         model = get_preset(config.preset)
         if info.image_shape is not None:
@@ -45,6 +61,15 @@ def model_config(config, info):
     return model
 
 
+def _auto_image_shape(config, info):
+    shape = tuple(info.image_shape) if info.image_shape is not None else VARIABLE_SIZE_SHAPE
+    size = config.model.get("image_size")
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (*size, shape[-1])
+    return shape
+
+
 # Options that may differ from the checkpoint when fine-tuning (regularization).
 FINE_TUNE_OPTIONS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate", "representation_size")
 
@@ -57,6 +82,10 @@ def build_model(config, model_args):
         from keras_vit.checkpoint import load_checkpoint
 
         overrides = {k: v for k, v in config.model.items() if k in FINE_TUNE_OPTIONS}
+        if overrides.get("representation_size") == 0:
+            # 0 on the command line or in a config drops the checkpoint's pre-logits layer, as the
+            # paper does when fine-tuning (None there would mean "unset").
+            overrides["representation_size"] = None
         return load_checkpoint(
             config.init_from,
             num_classes=model_args["num_classes"],
@@ -94,18 +123,22 @@ def train(config, verbose=1):
         image_size=_image_size(config),
     )
     info = splits.info
-    model_args = model_config(config, info)
-    image_size = model_args["image_size"]
-    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    channels = model_args.get("channels", 3)
-
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
     num_train = info.num_examples.get("train")
     if config.limit_train:
         num_train = min(num_train or config.limit_train, config.limit_train)
     if num_train is None:
         num_train = int(splits.train.reduce(0, lambda n, _: n + 1))
+    config = config.resolve(num_train)
+    model_args = model_config(config, info, num_train)
+    if config.preset == "auto" and not config.init_from and verbose and chief:
+        print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
+    image_size = model_args["image_size"]
+    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    channels = model_args.get("channels", 3)
+    check_training_memory(model_args, config.batch_size)
+
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
     steps_per_epoch = max(num_train // global_batch if replicas > 1 else math.ceil(num_train / global_batch), 1)
 
     augmenter = make_augmenter(
@@ -118,6 +151,13 @@ def train(config, verbose=1):
         augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, **pipeline,
     )
     val_ds = None
+    if splits.validation is not None and info.num_examples.get("validation") == 0:
+        # A few images per class round to an empty held-out share: validating on nothing
+        # would leave no best epoch (and no model.keras) to keep.
+        if verbose and chief:
+            print(f"no validation images at --validation-fraction {config.validation_fraction:g} "
+                  f"for {num_train} training images: keeping the last model")
+        splits.validation = None
     if splits.validation is not None:
         val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
     test_ds = make_pipeline(take_sample(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
@@ -136,6 +176,10 @@ def train(config, verbose=1):
             clipnorm=config.clipnorm,
             ema=config.ema,
             time_progress=time_progress,
+            optimizer=config.optimizer,
+            momentum=config.momentum,
+            # A fine-tuned model's new head starts at zero: decaying it only slows it down.
+            decay_head=not config.init_from,
         )
         model.compile(
             optimizer=optimizer,
@@ -174,14 +218,16 @@ def train(config, verbose=1):
             keep=config.keep_model if val_ds is not None else "last",
             min_seconds=config.backup_seconds,
         )
-    callbacks = [
-        PeriodicBackup(
-            backup_dir, config.backup_every, config.backup_seconds, double_checkpoint=True,
-            before_backup=best_model.flush if best_model else None,
-        ),
-        keras.callbacks.TerminateOnNaN(),
-        elapsed,
-    ]
+    backup = PeriodicBackup(
+        backup_dir, config.backup_every, config.backup_seconds, double_checkpoint=True,
+        before_backup=best_model.flush if best_model else None,
+    )
+    # The epoch-end backup comes after the history row and the best model of its epoch, so a
+    # run killed between them repeats the epoch rather than losing its row. Under EMA it must
+    # come before the swap to the averaged weights, which would otherwise be backed up as the
+    # training weights.
+    callbacks = [backup] if config.ema else []
+    callbacks += [keras.callbacks.TerminateOnNaN(), elapsed]
     budget = None
     if config.time_budget_minutes:
         budget = TimeBudget(60.0 * config.time_budget_minutes, elapsed, time_progress)
@@ -201,10 +247,18 @@ def train(config, verbose=1):
                 monitor="val_accuracy", patience=config.early_stopping, restore_best_weights=True
             )
         )
-    model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles
-    )
+    if not config.ema:
+        callbacks.append(backup)
+    if resumed_epoch is not None and chief:
+        # The resumed run repeats the backup's epoch: its row (if logged before the kill) goes.
+        artifacts.truncate_history(os.path.join(output, "history.csv"), resumed_epoch)
+    try:
+        model.fit(
+            train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles
+        )
+    except tf.errors.ResourceExhaustedError:
+        raise OutOfMemoryError(out_of_memory_message(config.batch_size)) from None
     train_seconds = elapsed.total_seconds
 
     if not chief:

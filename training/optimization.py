@@ -1,9 +1,14 @@
-"""AdamW with a warm-up + cosine schedule, as ViTs are trained."""
+"""AdamW (training from scratch) or momentum SGD (fine-tuning) with a warm-up + cosine schedule, as ViTs are trained."""
 
 import math
 
 import keras
 from keras import ops
+
+from training.config import OPTIMIZERS
+
+# The classification layer of `keras_vit.ViT` (keras_vit/model.py names it so).
+HEAD_LAYER = "head"
 
 # Variables that get no weight decay besides biases and LayerNorm scales/offsets.
 NO_DECAY_NAMES = ("class_token", "position_embedding")
@@ -61,34 +66,78 @@ class ProgressWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(model, learning_rate, total_steps, warmup_steps=0, weight_decay=0.05, clipnorm=1.0, ema=0.0,
-                   time_progress=None):
-    """AdamW whose weight decay skips biases, LayerNorm, the class token and positions.
+                   time_progress=None, optimizer="adamw", momentum=0.9, decay_head=True):
+    """AdamW or momentum SGD on a warm-up + cosine schedule, with global-norm gradient clipping.
 
-    `ema` > 0 keeps an exponential moving average of the weights with that momentum
-    (Keras' `use_ema`); `keras.callbacks.SwapEMAWeights` then evaluates and saves it.
-    With a `time_progress` variable (a time budget), the schedule runs over progress
-    (`ProgressWarmupCosine`) instead of steps.
+    Weight decay is decoupled (`w -= lr * weight_decay * w` each step, Keras' `weight_decay`
+    argument, for SGD too) and skips biases, LayerNorm, the class token and positions;
+    with `decay_head=False` also the classification head (a fine-tuned model's new
+    zero-initialized head: decay would only hold it back).
+
+    Args:
+        model: the model whose `trainable_variables` will be trained.
+        learning_rate: peak learning rate, reached after `warmup_steps`.
+        total_steps: steps of the whole run; the cosine reaches 0 there.
+        warmup_steps: steps of linear warm-up from 0.
+        weight_decay: decoupled decay rate (0 turns it off).
+        clipnorm: global gradient-norm clip (0 or None turns it off).
+        ema: momentum of an exponential moving average of the weights (0 turns it off;
+            Keras' `use_ema`, which `keras.callbacks.SwapEMAWeights` evaluates and saves).
+        time_progress: a scalar variable of a time budget's progress: the schedule then
+            runs over progress (`ProgressWarmupCosine`) instead of steps.
+        optimizer: "adamw" (training from scratch) or "sgd" (Keras' `SGD` with heavy-ball
+            momentum, `nesterov=False`: the ViT paper's fine-tuning, Appendix B.1.1).
+        momentum: SGD's momentum, in [0, 1).
+        decay_head: False excludes the head (layer "head") from weight decay.
+
+    Returns:
+        a Keras optimizer.
+
+    Keras' SGD keeps `m = momentum * m - lr * g; w += m` (lr inside the velocity), which
+    with a changing learning rate differs slightly from optax's `v = momentum * v + g;
+    w -= lr * v` in the paper's code; both are heavy-ball momentum.
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, got {optimizer!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if time_progress is not None:
         schedule = ProgressWarmupCosine(
             learning_rate, total_steps, warmup_steps / max(int(total_steps), 1), time_progress
         )
     else:
         schedule = warmup_cosine(learning_rate, total_steps, warmup_steps)
-    optimizer = keras.optimizers.AdamW(
+    common = dict(
         learning_rate=schedule,
-        weight_decay=weight_decay,
         global_clipnorm=clipnorm or None,
         use_ema=bool(ema),
         ema_momentum=float(ema) if ema else 0.99,
     )
-    optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
-    return optimizer
+    if optimizer == "sgd":
+        # None rather than 0: Keras then skips the decay pass over every weight.
+        result = keras.optimizers.SGD(momentum=float(momentum), nesterov=False,
+                                      weight_decay=weight_decay or None, **common)
+    else:
+        result = keras.optimizers.AdamW(weight_decay=weight_decay, **common)
+    if result.weight_decay is not None:
+        result.exclude_from_weight_decay(var_list=no_decay_variables(model, decay_head=decay_head))
+    return result
 
 
-def no_decay_variables(model):
-    """Biases, LayerNorm gamma/beta (all 1-D) and the class token / position embedding."""
+def no_decay_variables(model, decay_head=True):
+    """Biases, LayerNorm gamma/beta (all 1-D), the class token / position embedding and,
+    with `decay_head=False`, the head's kernel and bias."""
+    head = {id(v) for v in head_variables(model)} if not decay_head else set()
     return [
         v for v in model.trainable_variables
-        if len(v.shape) <= 1 or any(name in v.path for name in NO_DECAY_NAMES)
+        if len(v.shape) <= 1 or any(name in v.path for name in NO_DECAY_NAMES) or id(v) in head
     ]
+
+
+def head_variables(model):
+    """The trainable variables of the model's classification layer ("head"); [] without one."""
+    try:
+        layer = model.get_layer(HEAD_LAYER)
+    except ValueError:  # include_top=False, or not a keras_vit.ViT
+        return []
+    return list(layer.trainable_variables)

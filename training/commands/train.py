@@ -2,7 +2,7 @@
 
 import argparse
 
-from training.config import CROP_FILLS, TrainConfig, merge_config, read_config_file
+from training.config import CROP_FILLS, OPTIMIZERS, TrainConfig, merge_config, read_config_file
 
 
 def _size(text):
@@ -36,7 +36,8 @@ def register(subparsers):
     parser.add_argument("--dataset", help=f"digits | npz:PATH | tfds:NAME[:TRAIN[:TEST]] | folder:PATH (default {defaults.dataset})")
     parser.add_argument("--data-dir", dest="data_dir", help="TensorFlow Datasets data directory")
     parser.add_argument("--output", help=f"output folder (default {defaults.output})")
-    parser.add_argument("--preset", help=f"model preset, see `keras-vit presets` (default {defaults.preset})")
+    parser.add_argument("--preset", help="model preset, see `keras-vit presets` (default auto: chosen from the "
+                        "dataset's image size and number of images, and printed)")
     parser.add_argument("--init-from", dest="init_from", help="official ViT .npz checkpoint to fine-tune from")
     model = parser.add_argument_group("model overrides")
     model.add_argument("--image-size", dest="image_size", type=_size, help="N or H,W")
@@ -53,11 +54,15 @@ def register(subparsers):
                        help="no class token (with --pooling gap: the head averages the patch tokens alone)")
     model.add_argument("--input-scaling", dest="input_scaling", choices=("unit", "symmetric", "none"))
     fit = parser.add_argument_group("fit")
-    fit.add_argument("--epochs", type=int, help=f"(default {defaults.epochs})")
-    fit.add_argument("--batch-size", dest="batch_size", type=int, help=f"per replica (default {defaults.batch_size})")
+    fit.add_argument("--epochs", type=int, help="(default: about 300,000 training images seen, 5 to 60 epochs)")
+    fit.add_argument("--batch-size", dest="batch_size", type=int, help="per replica (default 64 under 10,000 training images, else 128)")
+    fit.add_argument("--optimizer", choices=OPTIMIZERS,
+                     help="AdamW (default) or SGD with momentum (the ViT paper's fine-tuning)")
+    fit.add_argument("--momentum", type=float, help=f"SGD momentum (default {defaults.momentum})")
     fit.add_argument("--learning-rate", dest="learning_rate", type=float, help=f"(default {defaults.learning_rate})")
     fit.add_argument("--weight-decay", dest="weight_decay", type=float, help=f"(default {defaults.weight_decay})")
-    fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, help=f"(default {defaults.warmup_epochs})")
+    fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float,
+                     help="(default a tenth of the epochs, at most 3)")
     fit.add_argument("--clipnorm", type=float, help=f"global gradient-norm clip (default {defaults.clipnorm})")
     fit.add_argument("--time-budget", dest="time_budget_minutes", type=float, metavar="MINUTES",
                      help="stop after this much training time, with the learning-rate schedule spread over it "
@@ -71,8 +76,8 @@ def register(subparsers):
     fit.add_argument("--seed", type=int)
     fit.add_argument("--strategy", choices=("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"))
     fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16", "auto"),
-                     help="float32 (default), mixed precision, or auto: bfloat16 where the CPU/GPU/TPU computes it "
-                     "natively, float16 on Volta/Turing GPUs, else float32")
+                     help="auto (default): bfloat16 where the CPU/GPU/TPU computes it natively, float16 on "
+                     "Volta/Turing GPUs, else float32; or one of them by name")
     fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
     fit.add_argument("--steps-per-execution", dest="steps_per_execution", type=int, metavar="N",
                      help="training steps per compiled call (Keras `compile`), for TPUs: no faster on CPU "
@@ -86,6 +91,11 @@ def register(subparsers):
     fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
                      help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
+    fit.add_argument("--cache-memory-mb", dest="cache_memory_mb", type=float, metavar="MB",
+                     help="keep the decoded images (uint8, at the model's size) in memory when a split fits in "
+                     f"this many MB (default {defaults.cache_memory_mb:g}; 0: decode every epoch)")
+    fit.add_argument("--cache-file", dest="cache_file", metavar="PATH",
+                     help="cache the decoded images in files at PATH (a local disk) instead")
     fit.add_argument("--limit-train", dest="limit_train", type=int, help="train on a seeded sample of N training images")
     fit.add_argument("--limit-test", dest="limit_test", type=int, help="test on a seeded sample of N test images")
     augment = parser.add_argument_group("augmentation")
@@ -95,7 +105,8 @@ def register(subparsers):
                          help="what fills the crop's padding: the mirrored image (default) or zeros")
     augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
     augment.add_argument("--randaugment", action="store_true", default=None)
-    augment.add_argument("--mixup", type=float, metavar="ALPHA")
+    augment.add_argument("--mixup", type=float, metavar="ALPHA",
+                         help="MixUp (default 0.2 under 10,000 training images, else off)")
     augment.add_argument("--cutmix", type=float, metavar="ALPHA")
     parser.add_argument(
         "--export-tflite", dest="export_tflite", action="store_true", default=None,

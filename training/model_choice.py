@@ -1,0 +1,130 @@
+"""The default model and recipe of `keras-vit train`, chosen from the dataset.
+
+A ViT's cost grows with the square of its token count, and how much it can learn
+grows with its training images. So when no preset is given (`preset="auto"`):
+
+- the image size decides the token grid: at most about 16x16 tokens. Small images
+  (under 64 pixels) get a convolutional stem and a 4x4 grid, the configuration
+  every small-image recipe here converged on (digits, MNIST, CIFAR-10); larger ones
+  get the paper's linear patch embedding with patches of 8, 16 or 32 pixels
+  (224-pixel photos: 16, a 14x14 grid);
+- the number of training images decides the width, depth, batch size and MixUp
+  (`SIZE_TIERS`), and how many epochs make about `IMAGES_SEEN` training images.
+
+Everything chosen here is a default: any option set by the user wins.
+"""
+
+import math
+
+# Training images seen by an automatic number of epochs, clipped to [MIN_EPOCHS, MAX_EPOCHS]:
+# the digits job's 60 epochs of 1,437 images is 86k; 5 epochs of MNIST's 54,000 reach 99%.
+IMAGES_SEEN = 300_000
+MIN_EPOCHS, MAX_EPOCHS = 5, 60
+
+# Up to `max_images` training images (None: any number): encoder size, batch size, MixUp.
+# The first tier is `vit_digits` (98.3% mean on digits); the second the MNIST recipe's encoder.
+SIZE_TIERS = (
+    {"max_images": 10_000, "hidden_dim": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128,
+     "batch_size": 64, "mixup": 0.2},
+    {"max_images": 100_000, "hidden_dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 256,
+     "batch_size": 64, "mixup": 0.0},
+    {"max_images": 1_000_000, "hidden_dim": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768,
+     "batch_size": 128, "mixup": 0.0},  # ViT-Ti
+    {"max_images": None, "hidden_dim": 384, "num_layers": 12, "num_heads": 6, "mlp_dim": 1536,
+     "batch_size": 128, "mixup": 0.0},  # ViT-S
+)
+
+# Images smaller than this get a convolutional stem and a 4x4 token grid.
+SMALL_IMAGE = 64
+SMALL_GRID = 4
+# Larger images: the smallest of these patch sizes that keeps the grid at most MAX_GRID per side.
+PATCH_SIZES = (8, 16, 32)
+MAX_GRID = 16
+
+
+def _round_up(value, multiple):
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def choose_image_layout(height, width, channels):
+    """Image size, patch size and stem for images of `height x width x channels`.
+
+    Returns a dict of `ViT` arguments: `image_size` (the size images are resized to:
+    the nearest that the patches divide), `patch_size` and `stem_channels`.
+    """
+    side = max(height, width)
+    if side < SMALL_IMAGE:
+        # A 4x4 grid of tokens, each `patch` pixels wide; the stem halves the image until one
+        # token covers 1x1 (8-pixel images) or 2x2 stem pixels: the stem supplies the locality
+        # that a ViT would otherwise have to learn from more data than small images come with.
+        # 32 channels, doubling: on MNIST in 5 epochs, a (16, 32) stem at batch 128 reached 98.92%,
+        # (32, 64) at batch 64 99.06% (BENCHMARKS.md, "The default model").
+        size = 8 if side <= 8 else _round_up(side, 16)
+        patch = size // SMALL_GRID
+        stem_layers = max(int(math.log2(patch)) - 1, 1)
+        stem = tuple(32 * 2**index for index in range(stem_layers))
+        return {"image_size": (size, size), "patch_size": patch, "stem_channels": stem}
+    patch = next((p for p in PATCH_SIZES if math.ceil(side / p) <= MAX_GRID), PATCH_SIZES[-1])
+    # Larger than MAX_GRID patches of the largest size: resize down, keeping the aspect ratio.
+    scale = min(1.0, MAX_GRID * patch / side)
+    size = tuple(max(int(round(dim * scale / patch)), 1) * patch for dim in (height, width))
+    return {"image_size": size, "patch_size": patch, "stem_channels": None}
+
+
+def size_tier(num_train):
+    """The `SIZE_TIERS` entry for `num_train` training images."""
+    for tier in SIZE_TIERS:
+        if tier["max_images"] is None or num_train <= tier["max_images"]:
+            return tier
+    return SIZE_TIERS[-1]
+
+
+def choose_model(image_shape, num_train):
+    """ViT arguments (without `num_classes`) for a dataset of `num_train` images of `image_shape`.
+
+    `image_shape` is `(height, width, channels)`.
+    """
+    height, width, channels = (int(d) for d in image_shape)
+    tier = size_tier(num_train)
+    model = choose_image_layout(height, width, channels)
+    model.update({key: tier[key] for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")})
+    model.update({"channels": channels, "dropout_rate": 0.0})
+    return model
+
+
+def choose_epochs(num_train):
+    """Epochs that show the model about `IMAGES_SEEN` images, within [MIN_EPOCHS, MAX_EPOCHS]."""
+    return int(min(max(IMAGES_SEEN // max(int(num_train), 1), MIN_EPOCHS), MAX_EPOCHS))
+
+
+def choose_recipe(num_train):
+    """Training defaults for `num_train` images: epochs, warm-up, batch size, MixUp."""
+    tier = size_tier(num_train)
+    epochs = choose_epochs(num_train)
+    return {
+        "epochs": epochs,
+        # A tenth of the run, at most the 3 epochs of the digits recipe.
+        "warmup_epochs": min(3.0, 0.1 * epochs),
+        "batch_size": tier["batch_size"],
+        "mixup": tier["mixup"],
+    }
+
+
+def describe_choice(model, num_train, image_shape, recipe):
+    """One line: the model chosen for the data, and why."""
+    height, width, channels = image_shape
+    grid_h = model["image_size"][0] // model["patch_size"]
+    grid_w = model["image_size"][1] // model["patch_size"]
+    size = "x".join(map(str, model["image_size"]))
+    if model.get("stem_channels"):
+        stem = f"a {len(model['stem_channels'])}-convolution stem {tuple(model['stem_channels'])} (small images), "
+    else:
+        stem = ""
+    resized = "" if tuple(model["image_size"]) == (height, width) else f" resized to {size}"
+    return (
+        f"model: auto for {num_train:,} training images of {height}x{width}x{channels}{resized}: "
+        f"{stem}{grid_h}x{grid_w} tokens of {model['patch_size']}x{model['patch_size']} pixels, "
+        f"hidden {model['hidden_dim']} x {model['num_layers']} layers; "
+        f"{recipe['epochs']} epochs of batch {recipe['batch_size']} "
+        "(--preset, --patch-size and the other options choose otherwise)"
+    )
