@@ -23,7 +23,8 @@ def test_digits_get_the_digits_preset():
     for key in ("patch_size", "stem_channels", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "dropout_rate"):
         assert model[key] == preset[key], key
     assert model["image_size"] == (8, 8)
-    assert choose_recipe(1295) == {"epochs": 60, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2}
+    assert choose_recipe(1295, (8, 8)) == {"epochs": 60, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
+                                           "crop_padding": 0}
 
 
 def test_mnist_gets_a_hybrid_with_a_4x4_grid():
@@ -32,7 +33,8 @@ def test_mnist_gets_a_hybrid_with_a_4x4_grid():
     assert model["image_size"] == (32, 32) and model["patch_size"] == 8
     assert model["stem_channels"] == (32, 64)
     assert (model["hidden_dim"], model["num_layers"]) == (128, 4)
-    assert choose_recipe(54_000)["epochs"] == 5
+    recipe = choose_recipe(54_000, model["image_size"])
+    assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (5, 64, 0.0, 2)
 
 
 def test_photos_get_16_pixel_patches_and_fit_in_memory():

@@ -61,7 +61,7 @@ class TrainConfig:
     ema: float = 0.0
     time_budget_minutes: float = 0.0
     label_smoothing: float = 0.1
-    crop_padding: int = 0
+    crop_padding: int = None
     crop_fill: str = "reflect"
     flip: bool = False
     randaugment: bool = False
@@ -122,11 +122,12 @@ class TrainConfig:
         if self.early_stopping and not self.validation_fraction:
             raise ValueError("early_stopping watches validation accuracy: it needs validation_fraction above 0")
 
-    def resolve(self, num_train):
-        """This config with the data-dependent defaults (None) set for `num_train` images."""
+    def resolve(self, num_train, image_size=None):
+        """This config with the data-dependent defaults (None) set for `num_train` images of
+        `image_size` (height, width), the size the model takes."""
         from training.model_choice import choose_recipe
 
-        recipe = choose_recipe(num_train)
+        recipe = choose_recipe(num_train, image_size)
         if self.epochs is not None:
             recipe["epochs"] = self.epochs
             recipe["warmup_epochs"] = min(3.0, 0.1 * self.epochs)

@@ -128,12 +128,12 @@ def train(config, verbose=1):
         num_train = min(num_train or config.limit_train, config.limit_train)
     if num_train is None:
         num_train = int(splits.train.reduce(0, lambda n, _: n + 1))
-    config = config.resolve(num_train)
     model_args = model_config(config, info, num_train)
-    if config.preset == "auto" and not config.init_from and verbose and chief:
-        print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
     image_size = model_args["image_size"]
     image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    config = config.resolve(num_train, image_size)
+    if config.preset == "auto" and not config.init_from and verbose and chief:
+        print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
     channels = model_args.get("channels", 3)
     check_training_memory(model_args, config.batch_size)
 
