@@ -32,6 +32,8 @@ def export_modes(
     weight_granularity="channel",
     resize=False,
     tta="none",
+    gpu_check=True,
+    gpu_limit=200,
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -48,6 +50,9 @@ def export_modes(
     (`training.data.load_splits_for_model`).
     `tta="flip"`: every file averages each image with its mirror image (`export.tflite.convert`),
     and the report compares them with `keras_vit.flip_averaged(model)`.
+    `gpu_check`: run every file on LiteRT's GPU accelerator (`export.accelerator.run_on_gpu`,
+    in a child process, on the first `gpu_limit` test images) and report what happened; where
+    the accelerator is not available, the report says so and why.
 
     Returns the report rows (empty without a dataset).
     """
@@ -102,7 +107,10 @@ def export_modes(
 
                 reference = flip_averaged(model)
             keras_logits = np.asarray(reference.predict(images, batch_size=256, verbose=0))
-            rows = build_report(contents, images, labels, keras_logits, thread_counts, rounds, runs, files)
+            gpu_runs, gpu_context = None, "not checked"
+            if gpu_check:
+                gpu_runs, gpu_context = _gpu_runs(tmp, files, images[:gpu_limit], log)
+            rows = build_report(contents, images, labels, keras_logits, thread_counts, rounds, runs, files, gpu_runs)
             write_report(
                 rows,
                 tmp,
@@ -113,6 +121,7 @@ def export_modes(
                     "batch size": batch_size,
                     "test-time augmentation": tta,
                     "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",
+                    "GPU accelerator": gpu_context,
                 },
             )
         if os.path.isdir(folder):
@@ -126,6 +135,26 @@ def export_modes(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return rows
+
+
+def _gpu_runs(folder, files, images, log):
+    """`({mode: AcceleratorRun}, context line)` of every file run on LiteRT's GPU accelerator."""
+    from export.accelerator import AcceleratorRun, gpu_accelerator_available, run_on_gpu
+
+    available, reason = gpu_accelerator_available()
+    if not available:
+        log(f"GPU accelerator not available, not run: {reason}")
+        runs = {name: AcceleratorRun(status="unavailable", message=reason) for name in files}
+        return runs, f"not available: {reason}"
+    runs = {}
+    for name, file in files.items():
+        log(f"running {name} on the GPU accelerator ...")
+        runs[name] = run_on_gpu(os.path.join(folder, file), images, check_available=False)
+        if runs[name].status != "runs":
+            log(f"{name}: {runs[name].summary()}")
+    note = next((r.latency_note for r in runs.values() if r.latency_note), "")
+    return runs, (f"LiteRT CompiledModel, GPU with CPU fallback ({reason}), first {len(images)} test images, "
+                  f"in a child process; latency: {note}")
 
 
 __all__ = ["export_modes", "labels_path"]

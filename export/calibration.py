@@ -19,14 +19,15 @@ def calibration_images(dataset_spec, image_shape, count=200, data_dir=None, seed
     exactly as training prepares them (`training.data.prepare_images`); `resize`: see
     `training.data.load_splits_for_model`.
     """
-    from training.data import load_splits_for_model, make_pipeline
+    from training.data import load_splits_for_model, make_pipeline, take_sample
 
     if int(count) < 1:
         raise ValueError(f"calibration size must be at least 1, got {count}")
     height, width, channels = image_shape
     splits = load_splits_for_model(dataset_spec, image_shape, data_dir, resize)
-    train = splits.train.shuffle(min(20 * int(count), 50_000), seed=seed).take(int(count))
-    batches = [np.asarray(x) for x, _ in make_pipeline(train, (height, width), channels, 256, cache=False)]
+    # A seeded sample of the file or index list: nothing is decoded to choose the images.
+    train = take_sample(splits.train, int(count), seed)
+    batches = [np.asarray(x) for x, _ in make_pipeline(train, (height, width), channels, 256)]
     if not batches:
         raise ValueError(f"dataset {dataset_spec!r} has no training images to calibrate with")
     return np.concatenate(batches).astype("float32")

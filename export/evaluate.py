@@ -20,7 +20,7 @@ def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_siz
     height, width, channels = image_shape
     splits = load_splits_for_model(dataset_spec, image_shape, data_dir, resize)
     test = take_sample(splits.test, limit)  # a seeded sample: test splits may be sorted by class
-    for images, labels in make_pipeline(test, (height, width), channels, batch_size, cache=False):
+    for images, labels in make_pipeline(test, (height, width), channels, batch_size):
         yield np.asarray(images, dtype="float32"), np.asarray(labels)
 
 

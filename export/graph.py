@@ -184,6 +184,14 @@ def _normalize(x, epsilon, method="rsqrt"):
     return centered * tf.math.rsqrt(variance + epsilon)
 
 
+def _split(x, count, axis=0):
+    """`tf.split`, except that one part is `[x]`: a one-way SPLIT op is a no-op that LiteRT's GPU
+    accelerator aborts on (`object_reader.cc:373 Check failed: CanReadValue`, any precision; see
+    bench/experiments/gpu_int8_repro.py), and at batch size 1 or one head the per-head attention
+    below would emit one."""
+    return [x] if count == 1 else tf.split(x, count, axis=axis)
+
+
 def _dense(x, weights):
     kernel, bias = weights
     return tf.matmul(x, _const(kernel)) + _const(bias)
@@ -241,9 +249,9 @@ def folded_forward(weights, images, batch_size):
         else:
             # v^T per (image, head) by one 4-D transpose: [B, heads, head_dim, T].
             value_t = tf.transpose(tf.reshape(value, (batch_size, tokens, heads, head_dim)), (0, 2, 3, 1))
-            value_t = tf.split(tf.reshape(value_t, (batch_size * heads * head_dim, tokens)), batch_size * heads)
-            queries = [tf.split(q, heads, axis=-1) for q in tf.split(query, batch_size)]
-            keys = [tf.split(k, heads, axis=-1) for k in tf.split(key, batch_size)]
+            value_t = _split(tf.reshape(value_t, (batch_size * heads * head_dim, tokens)), batch_size * heads)
+            queries = [_split(q, heads, axis=-1) for q in _split(query, batch_size)]
+            keys = [_split(k, heads, axis=-1) for k in _split(key, batch_size)]
             outputs = []
             for b in range(batch_size):
                 per_head = []

@@ -47,7 +47,8 @@ def _timed_invokes(runner, runs):
     return np.asarray(times) * 1e3
 
 
-def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), rounds=5, runs=20, files=None):
+def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), rounds=5, runs=20, files=None,
+                 gpu_runs=None):
     """Rows of the report, one per mode.
 
     Args:
@@ -55,7 +56,14 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
         images: float32 `[N, H, W, C]` test images; labels `[N]`.
         keras_logits: the Keras model's outputs on `images`.
         files: optional `{mode: file name}` to show.
+        gpu_runs: optional `{mode: export.accelerator.AcceleratorRun}` of the files run on
+            LiteRT's GPU accelerator (on the first images); each row's `gpu` then holds the
+            run's status, acceleration, accuracy, agreement and errors against the CPU
+            interpreter and Keras, and latency (`export.accelerator.gpu_metrics`). Without it
+            `gpu` is None (not checked).
     """
+    from export.accelerator import gpu_metrics, known_gpu_aborts
+
     latencies = measure_latencies(contents, thread_counts, rounds, runs)
     float_size = len(contents["float32"]) if "float32" in contents else None
     rows = []
@@ -81,7 +89,12 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
             "outputs": ops["outputs"],
             "gpu_compatible": gpu_ok,
             "gpu_analyzer_output": gpu_text,
+            # Ops the Analyzer passes but that abort the GPU accelerator at run time.
+            "gpu_known_aborts": known_gpu_aborts(content),
+            "gpu": None,
         }
+        if gpu_runs is not None and mode in gpu_runs:
+            row["gpu"] = gpu_metrics(gpu_runs[mode], labels, outputs, keras_logits)
         if "float32" in latencies:
             row["latency_vs_float32"] = {
                 str(t): latencies[mode][t]["median_ms"] / latencies["float32"][t]["median_ms"] for t in thread_counts
@@ -95,12 +108,91 @@ def _gpu_summary(text):
     return "; ".join(dict.fromkeys(lines))[:300]
 
 
+def _gpu_cell(gpu):
+    """Short verdict of a GPU run for the main table."""
+    if not gpu:
+        return "not checked"
+    if gpu["status"] == "runs":
+        if gpu.get("fully_accelerated"):
+            return "runs, fully accelerated"
+        if gpu.get("cpu_ops") is not None:
+            return f"runs, {gpu['cpu_ops']} of {gpu['cpu_ops'] + gpu['gpu_ops']} ops on CPU"
+        return "runs, partly on CPU"
+    if gpu["status"] == "unavailable":
+        return "not run (no GPU accelerator here)"
+    return f"**{gpu['status'].upper()}**"
+
+
+# What each file is for, whatever this machine measured (see export.accelerator for the GPU).
+INTENDED_ACCELERATOR = {
+    "float32": "the reference; CPU, or the GPU (which may compute in float16)",
+    "float16": "the GPU accelerator (its native precision, half the float32 file)",
+    "dynamic": "the CPU (XNNPACK's dynamic-range kernels); the GPU dequantizes it to float",
+    "int8": "the CPU (XNNPACK integer kernels) and integer NPUs; the GPU dequantizes it to float "
+    "(no integer speed there): use float16 for the GPU",
+    "int16x8": "the CPU only: LiteRT's GPU accelerator has no int16 kernels",
+}
+
+
+def _accelerator_section(rows):
+    """`## GPU accelerator` and `## Which file for which accelerator`."""
+    lines = ["", "## LiteRT GPU accelerator (run, not the static Analyzer)", ""]
+    gpus = [r.get("gpu") for r in rows]
+    if not any(gpus):
+        lines += ["Not checked (`--no-gpu-check`)."]
+    unavailable = [g for g in gpus if g and g["status"] == "unavailable"]
+    if unavailable:
+        lines += [f"Not run: {unavailable[0]['message']}", ""]
+    ran = [(r, r["gpu"]) for r in rows if r.get("gpu") and r["gpu"]["status"] != "unavailable"]
+    if ran:
+        note = next((g.get("latency_note") for _, g in ran if g.get("latency_note")), "")
+        head = ["mode", "result", "accuracy", "agreement with Keras", "max logit err vs CPU interpreter",
+                f"median / p90 ms ({note})", "message"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r, g in ran:
+            runs = g["status"] == "runs"
+            cells = [
+                r["mode"],
+                _gpu_cell(g),
+                f"{g['accuracy']:.4f}" if runs and "accuracy" in g else "",
+                f"{g['agreement_with_keras']:.4f}" if runs and "agreement_with_keras" in g else "",
+                f"{g['max_error_vs_cpu']:.2e}" if runs and "max_error_vs_cpu" in g else "",
+                f"{g['latency']['median_ms']:.2f} / {g['latency']['p90_ms']:.2f}" if runs and g.get("latency") else "",
+                "" if runs else g.get("message", "").replace("|", "/"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        images = next((g.get("num_images") for _, g in ran if g.get("num_images")), None)
+        lines += ["", f"On {images or 'the first'} test images, in a child process (an abort there is recorded, "
+                  "not fatal). The CPU interpreter's logits are the reference for the error."]
+    lines += ["", "## Which file for which accelerator", ""]
+    for r in rows:
+        base = r["mode"].split("+")[0]
+        intended = INTENDED_ACCELERATOR.get(base, "")
+        g = r.get("gpu")
+        if g and g["status"] in ("aborted", "failed", "timeout"):
+            intended += f". **Not for the GPU: it {g['status']} there** ({g.get('message', '')})"
+        elif r.get("gpu_known_aborts"):
+            intended += f". **Not for the GPU: it holds ops that abort it** ({'; '.join(r['gpu_known_aborts'])})"
+        lines.append(f"- **{r['mode']}**" + (f" ({r['file']})" if r.get("file") else "") + f": {intended}")
+    return lines
+
+
+def _analyzer_cell(row):
+    """The Analyzer's static verdict, overruled by ops known to abort at run time."""
+    verdict = "yes" if row["gpu_compatible"] else "no"
+    if row.get("gpu_known_aborts"):
+        return f"{verdict}, but aborts at run time: {'; '.join(row['gpu_known_aborts'])}"
+    return verdict
+
+
 def format_markdown(rows, title="Export report", context=None):
-    """The report rows as Markdown: the main table, then ops and Analyzer notes per mode."""
+    """The report rows as Markdown: the main table, then ops and Analyzer notes per mode, and
+    the GPU accelerator's run results."""
     threads = list(rows[0]["latency"]) if rows else []
     head = ["mode", "size", "x float32", "accuracy", "agreement", "max / mean logit err"]
     head += [f"{t} thr median / p90 ms" for t in threads]
-    head += ["x float32 latency (1 thr)", "builtin", "static", "fully integer", "GPU delegate"]
+    head += ["x float32 latency (1 thr)", "builtin", "static", "fully integer", "GPU accelerator (run)",
+             "GPU Analyzer (static)"]
     lines = [f"# {title}", ""]
     for key, value in (context or {}).items():
         lines.append(f"- {key}: {value}")
@@ -127,7 +219,8 @@ def format_markdown(rows, title="Export report", context=None):
             "yes" if r["all_builtin"] else "NO",
             "yes" if r["static"] else f"no ({', '.join(r['dynamic_ops'])})",
             "yes" if r["fully_integer"] else "no",
-            "yes" if r["gpu_compatible"] else "no",
+            _gpu_cell(r.get("gpu")),
+            _analyzer_cell(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Ops per mode", ""]
@@ -138,6 +231,8 @@ def format_markdown(rows, title="Export report", context=None):
             lines.append(f"  - float ops: {r['float_ops']}")
         if not r["gpu_compatible"]:
             lines.append(f"  - GPU Analyzer: {_gpu_summary(r['gpu_analyzer_output'])}")
+    if rows:
+        lines += _accelerator_section(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -233,3 +233,185 @@ def test_crop_padding_must_fit_the_image():
         RandomCropPerImage(0)
     with pytest.raises(ValueError, match="fill must be one of reflect, zeros, got 'edge'"):
         make_augmenter((8, 8), crop_padding=2, crop_fill="edge")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (np.array([0.0, np.nan, 3.0, np.nan]), "x_train in .*bad.npz holds 2 NaN values; images must be finite"),
+        (np.array([0.0, np.inf, -np.inf, 7.0]), "holds 2 infinite values"),
+        (np.array([0.0, np.nan, np.inf, 7.0]), "holds 1 NaN and 1 infinite values"),
+        (np.array([0.0, 300.0, 2.0, 7.0]), r"x_train in .*bad.npz must hold pixel values in 0..255, got values from 0.0 to 300"),
+        (np.array([-1, 0, 2, 7]), r"from -1 to 7"),
+        (np.array([0.0, 0.25, 0.5, 1.0]), r"pixels scaled to 0..1; the dataset needs 0..255 pixel values"),
+    ],
+)
+def test_npz_pixel_values_out_of_range_or_not_finite(tmp_path, values, message):
+    """NaN passed `images.min() < 0` and trained to 10%: refused, naming the array and what it holds."""
+    x_train = values[:, None, None].astype("float32")  # one pixel per image
+    if values.dtype.kind == "i":
+        x_train = x_train.astype("int32")
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=x_train, y_train=np.arange(4), x_test=np.zeros((2, 1, 1), "uint8"), y_test=np.arange(2))
+    with pytest.raises(ValueError, match=message):
+        load_splits(f"npz:{path}")
+
+
+def test_npz_of_whole_float_pixels_is_rounded_to_uint8(tmp_path):
+    path = tmp_path / "floats.npz"
+    x_train = np.arange(4 * 4, dtype="float64").reshape(4, 2, 2) * 10 + 0.4
+    np.savez(path, x_train=x_train, y_train=np.arange(4), x_test=np.full((2, 2, 2), 254.6), y_test=np.arange(2))
+    splits = load_splits(f"npz:{path}", validation_fraction=0.0)
+    images, _ = _collect(splits.test)
+    assert images.dtype == np.uint8 and (images == 255).all()
+
+
+def _id_images(root, count=24, classes=3, size=(8, 8)):
+    """Flat PNGs whose color (id // 256, id % 256, label) identifies them."""
+    from PIL import Image
+
+    for i in range(count):
+        label = i % classes
+        os.makedirs(root / f"c{label}", exist_ok=True)
+        pixels = np.zeros((*size, 3), "uint8")
+        pixels[..., 0], pixels[..., 1], pixels[..., 2] = i // 256, i % 256, label
+        Image.fromarray(pixels).save(root / f"c{label}" / f"{i:03d}.png")
+
+
+def _ids(dataset):
+    return [int(x[0, 0, 0]) * 256 + int(x[0, 0, 1]) for images, _ in dataset for x in images.numpy()]
+
+
+def test_training_pipeline_shuffles_the_file_list_each_epoch(tmp_path):
+    _id_images(tmp_path)
+    splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.0)
+    n = splits.info.num_examples["train"]
+    ds = make_pipeline(splits.train, (8, 8), 3, 4, training=True, seed=3)
+    assert ds.cardinality() == -(-n // 4)  # known: Keras' fit counts on it
+    first, second = _ids(ds), _ids(ds)
+    assert sorted(first) == sorted(second) and len(first) == n == len(set(first))
+    assert first != second  # a new order each epoch
+    assert _ids(make_pipeline(splits.train, (8, 8), 3, 4, training=True, seed=3)) == first  # seeded
+    # repeat=True: endless, each pass a new order (what a sharded split gets by default).
+    endless = make_pipeline(splits.train, (8, 8), 3, 5, training=True, seed=3, repeat=True)
+    assert endless.cardinality() == tf.data.INFINITE_CARDINALITY
+    ids = _ids(endless.take(2 * n // 5 + 1))
+    assert sorted(ids[:n]) == sorted(first)
+
+
+def test_memory_cache_holds_decoded_images_only_within_its_budget(tmp_path):
+    """Within the budget the second epoch reads memory (the files may be gone); over it, the files."""
+    _id_images(tmp_path, count=12)
+    splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.0)
+    n = splits.info.num_examples["train"]
+    budgets = {"fits": n * 8 * 8 * 3, "too small": n * 8 * 8 * 3 - 1}
+    pipelines = {name: make_pipeline(splits.train, (8, 8), 3, 4, training=True, cache_memory_bytes=budget)
+                 for name, budget in budgets.items()}
+    first = {name: sorted(_ids(ds)) for name, ds in pipelines.items()}
+    for path in tmp_path.rglob("*.png"):
+        path.unlink()
+    assert sorted(_ids(pipelines["fits"])) == first["fits"]
+    assert _ids(pipelines["too small"]) == []  # re-read from files that are gone: skipped, not a crash
+    with pytest.raises(TypeError):
+        make_pipeline(splits.train, (8, 8), 3, 4, cache=True)  # the float32 cache is gone
+
+
+def test_file_cache_is_reused_by_a_later_pipeline(tmp_path):
+    _id_images(tmp_path / "data", count=12)
+    splits = load_splits(f"folder:{tmp_path / 'data'}", validation_fraction=0.0)
+    prefix = str(tmp_path / "cache" / "train")
+    first = _ids(make_pipeline(splits.test, (8, 8), 3, 4, cache_file=prefix))
+    assert any(name.endswith(".index") for name in os.listdir(tmp_path / "cache"))
+    for path in (tmp_path / "data").rglob("*.png"):
+        path.unlink()
+    assert _ids(make_pipeline(splits.test, (8, 8), 3, 4, cache_file=prefix)) == first
+
+
+def test_pipeline_resizes_before_the_cast_and_rounds_like_prepare_images():
+    """uint8 at the model's size until the batch is cast: the values are `prepare_images`' own."""
+    from training.data import prepare_images
+
+    splits = load_splits("digits")
+    images, _ = next(iter(make_pipeline(splits.test, (12, 12), 3, 16, cache_memory_bytes=2**30)))
+    raw, _ = _collect(splits.test.take(16))
+    np.testing.assert_array_equal(images.numpy(), prepare_images(raw, (12, 12), 3).numpy())
+    assert np.array_equal(images.numpy(), np.round(images.numpy()))
+
+
+@pytest.mark.parametrize("spec", ["digits", "folder"])
+def test_shards_split_the_train_split_by_file_and_leave_validation_whole(tmp_path, spec):
+    if spec == "folder":
+        _id_images(tmp_path, count=30)
+        spec = f"folder:{tmp_path}"
+        identify = _ids
+    else:
+        identify = lambda ds: [x.tobytes() for images, _ in ds for x in images.numpy()]  # noqa: E731
+    whole = load_splits(spec)
+    shards = [load_splits(spec, shard=(2, i)) for i in range(2)]
+    pipeline = lambda split: make_pipeline(split, whole.info.image_shape[:2], whole.info.image_shape[2], 8)  # noqa: E731
+    seen = [identify(pipeline(s.train)) for s in shards]
+    # Together exactly the whole train split (as multisets: digits holds a few identical images).
+    assert sorted(seen[0] + seen[1]) == sorted(identify(pipeline(whole.train)))
+    assert abs(len(seen[0]) - len(seen[1])) <= 1
+    assert shards[1].info.num_examples["train"] == whole.info.num_examples["train"]  # the whole split's size
+    assert identify(pipeline(shards[1].validation)) == identify(pipeline(whole.validation))
+    train = make_pipeline(shards[0].train, whole.info.image_shape[:2], 1 if spec == "digits" else 3, 8, training=True)
+    assert train.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+    assert train.cardinality() == tf.data.INFINITE_CARDINALITY  # workers step together
+    with pytest.raises(ValueError, match=r"shard must be \(num_shards, index\)"):
+        load_splits(spec, shard=(2, 2))
+
+
+def test_take_sample_of_files_chooses_from_the_file_list(tmp_path):
+    from training.data import take_sample
+
+    _id_images(tmp_path, count=30)
+    splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.0)
+    sample = take_sample(splits.train, 7, seed=1)
+    ids = _ids(make_pipeline(sample, (8, 8), 3, 4))
+    assert len(ids) == len(set(ids)) == 7 and ids == _ids(make_pipeline(take_sample(splits.train, 7, seed=1), (8, 8), 3, 4))
+    assert set(ids) <= set(_ids(make_pipeline(splits.train, (8, 8), 3, 4)))
+    assert ids != _ids(make_pipeline(take_sample(splits.train, 7, seed=2), (8, 8), 3, 4))
+
+
+def test_tfds_shards_by_record_file_or_by_even_split(tmp_path):
+    """A real TFDS dataset of 4 record files: 2 workers read 2 files each; 5 workers, more
+    than there are files, each read an even fifth (tfds.even_splits). Together: the train split."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from training.pipeline import source_of
+
+    class KerasVitTestIds(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(4, 4, 3)), "label": tfds.features.ClassLabel(num_classes=2)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
+                                         supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 64), "test": self._generate_examples(1000, 8)}
+
+        def _generate_examples(self, start, count):
+            for i in range(start, start + count):
+                image = np.zeros((4, 4, 3), np.uint8)
+                image[..., 0], image[..., 1] = i // 256, i % 256
+                yield i, {"image": image, "label": i % 2}
+
+    tfds.disable_progress_bar()
+    builder = tfds.builder("keras_vit_test_ids", data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
+    spec = "tfds:keras_vit_test_ids"
+    whole = load_splits(spec, data_dir=str(tmp_path))
+    assert whole.info.num_examples == {"train": 58, "validation": 6, "test": 8}
+    everything = sorted(_ids(make_pipeline(whole.train, (4, 4), 3, 8)))
+    for workers in (2, 5):
+        seen = []
+        for index in range(workers):
+            shard = load_splits(spec, data_dir=str(tmp_path), shard=(workers, index))
+            assert shard.info.num_examples["train"] == 58
+            ids = _ids(make_pipeline(shard.train, (4, 4), 3, 8, training=True, repeat=False))
+            assert len(ids) == source_of(shard.train).num_examples  # this worker's count, for the cache budget
+            seen.append(ids)
+        assert sum(len(s) for s in seen) == 58 and sorted(sum(seen, [])) == everything, workers
+        if workers == 5:
+            assert max(map(len, seen)) - min(map(len, seen)) <= 1

@@ -75,3 +75,61 @@ def test_multiworker_two_processes_end_equal(tmp_path):
     (w0, replicas, change, loss0), (w1, _, _, loss1) = (_weights(tmp_path / f"worker{i}.npz") for i in range(2))
     assert replicas == 2 and change > 1e-3 and np.isfinite(loss0).all()
     assert max(float(np.abs(a - b).max()) for a, b in zip(w0, w1)) == 0.0
+
+
+def _id_folder(root, classes=4, per_class=10):
+    """`root/train/<class>/` and `root/test/<class>/` of flat 8x8 PNGs whose color encodes a file id."""
+    from PIL import Image
+
+    labels = {}
+    for split, count in (("train", per_class), ("test", 2)):
+        for label in range(classes):
+            os.makedirs(root / split / f"c{label}")
+            for _ in range(count):
+                file_id = len(labels)
+                pixels = np.zeros((8, 8, 3), "uint8")
+                pixels[..., 0], pixels[..., 1] = file_id // 256, file_id % 256
+                Image.fromarray(pixels).save(root / split / f"c{label}" / f"{file_id}.png")
+                labels[file_id] = (split, label)
+    return labels
+
+
+def test_two_workers_read_disjoint_file_shards_that_cover_the_train_split(tmp_path):
+    """Sharded by file under MultiWorkerMirroredStrategy (auto-sharding off): in one epoch the
+    workers see disjoint sets of files whose union is the whole train split; validation is whole on each."""
+    labels = _id_folder(tmp_path / "data")
+    script = os.path.join(REPO_ROOT, "tests", "scripts", "sharded_input.py")
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, script, str(tmp_path / "data"), str(tmp_path / f"worker{index}.json")],
+            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=180)[0])
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            pytest.fail("the two workers did not finish in 180 s")
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    seen = []
+    for index in range(2):
+        with open(tmp_path / f"worker{index}.json") as file:
+            seen.append(json.load(file))
+    validation = set(seen[0]["validation_ids"])
+    assert set(seen[1]["validation_ids"]) == validation and len(validation) == 8  # not sharded
+    train = {i for i, (split, _) in labels.items() if split == "train"} - validation
+    assert len(train) == seen[0]["num_train"] == 32
+    for key in ("local", "distributed"):
+        first, second = (worker[f"{key}_ids"] for worker in seen)
+        assert len(first) == len(set(first)) == 16 and len(second) == len(set(second)) == 16, key
+        assert not set(first) & set(second), key
+        assert set(first) | set(second) == train, key
+        for worker in seen:  # every label came with its own file
+            assert all(labels[i] == ("train", y) for i, y in zip(worker[f"{key}_ids"], worker[f"{key}_labels"]))
+    assert seen[0]["global_counts"] == seen[1]["global_counts"] == [8.0] * 4  # global batches of 8, 4 + 4

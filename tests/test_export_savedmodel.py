@@ -89,7 +89,8 @@ def test_bytes_signature_on_png_and_jpeg_gives_keras_class(exported):
     result = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded))
 
     decoded = [tf.io.decode_image(data, channels=3).numpy().astype("float32") for data in encoded]
-    decoded[-1] = tf.image.resize(decoded[-1], (16, 16)).numpy()
+    # Resized and rounded to whole pixel values, as the training pipeline's uint8 images are.
+    decoded[-1] = np.round(tf.image.resize(decoded[-1], (16, 16)).numpy())
     expected = _softmax(np.asarray(model(np.stack(decoded)), dtype="float64"))
     np.testing.assert_array_equal(result["top_k_ids"].numpy()[:, 0], expected.argmax(-1))
     np.testing.assert_allclose(result["probabilities"].numpy(), expected, atol=1e-5)

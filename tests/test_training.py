@@ -234,6 +234,11 @@ def test_auto_precision_picks_native_low_precision_only():
     assert resolve_precision("auto", gpu_capabilities=[(7, 5)], flags={"avx512_bf16"}) == "mixed_float16"
     assert resolve_precision("auto", gpu_capabilities=[(6, 1)], flags={"avx512_bf16"}) == "float32"
     assert resolve_precision("mixed_float16", gpu_capabilities=[], flags=set()) == "mixed_float16"
+    # Narrow models (the digits default, hidden 64) gain nothing from low precision: float32.
+    bf16_cpu = {"avx2", "avx512f", "avx512_bf16"}
+    assert resolve_precision("auto", gpu_capabilities=[], flags=bf16_cpu, hidden_dim=64) == "float32"
+    assert resolve_precision("auto", gpu_capabilities=[], flags=bf16_cpu, hidden_dim=128) == "mixed_bfloat16"
+    assert resolve_precision("mixed_bfloat16", gpu_capabilities=[], flags=set(), hidden_dim=64) == "mixed_bfloat16"
     with pytest.raises(ValueError, match="Unknown precision 'half'"):
         resolve_precision("half")
 

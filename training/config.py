@@ -79,6 +79,8 @@ class TrainConfig:
     keep_model: str = "best"
     cache_memory_mb: float = 1024.0
     cache_file: str = None
+    manual_dir: str = None
+    verify_images: bool = False
     limit_train: int = None
     limit_test: int = None
     export_tflite: bool = False

@@ -7,7 +7,9 @@ Specs:
     folder:PATH                one sub-folder per class (or PATH/train and PATH/test)
 
 `load_splits(spec)` returns unbatched `tf.data.Dataset`s of `(uint8 image [H, W, C],
-int64 label)`; `make_pipeline` resizes, augments, batches and prefetches them.
+int64 label)`; `make_pipeline` (training.pipeline) shuffles, decodes, resizes, caches,
+augments, batches and prefetches them. Image folders are listed and checked by
+training.image_folder.
 """
 
 import dataclasses
@@ -17,8 +19,24 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+from training.image_folder import IMAGE_EXTENSIONS, decode_image_file, list_image_folder
+from training.pipeline import (
+    ArraySource,
+    FileSource,
+    TfdsSource,
+    make_pipeline,
+    prepare_images,
+    shard_options,
+    source_of,
+    worker_shard,
+)
+
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+__all__ = [
+    "DatasetInfo", "IMAGE_EXTENSIONS", "NPZ_KEYS", "Splits", "check_labels", "decode_image_file", "load_splits",
+    "load_splits_for_model", "make_pipeline", "prepare_images", "read_npz", "shard_options", "stratified_split",
+    "take_sample", "worker_shard",
+]
 
 
 @dataclasses.dataclass
@@ -42,7 +60,8 @@ class Splits:
     info: DatasetInfo
 
 
-def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size=None):
+def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size=None, shard=None, manual_dir=None,
+                verify_images=False):
     """Loads a dataset spec into train / validation / test splits.
 
     Args:
@@ -54,21 +73,36 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
         seed: seed of the validation split.
         image_size: `(height, width)` that folder images are resized to when
             decoded (they may differ in size); other sources keep their size.
+        shard: `(num_shards, index)`: the train split holds only this worker's share,
+            split by file before decoding (folders: every num_shards-th image of the
+            seeded file order; tfds: every num_shards-th record file; arrays: by index).
+            Validation and test are not sharded; `info.num_examples["train"]` stays the
+            whole split's size. `make_pipeline` turns tf.distribute's auto-sharding off
+            for a sharded split (`shard_options()`); `worker_shard()` gives this worker's.
+        manual_dir: where a tfds dataset that cannot be downloaded finds its manually
+            downloaded files (ImageNet's tars); default `DATA_DIR/downloads/manual`.
+        verify_images: decode every image of a folder before training (slow) to find
+            corrupt data that the quick header check cannot see.
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset spec must be a non-empty string, got {spec!r}")
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if shard is not None:
+        num_shards, index = (int(v) for v in shard)
+        if num_shards < 1 or not 0 <= index < num_shards:
+            raise ValueError(f"shard must be (num_shards, index) with 0 <= index < num_shards, got {shard}")
+        shard = None if num_shards == 1 else (num_shards, index)
     kind, _, rest = spec.partition(":")
     if kind == "digits" and not rest:
-        splits = _from_arrays(spec, *_digits_arrays(), validation_fraction, seed)
+        splits = _from_arrays(spec, *_digits_arrays(), validation_fraction, seed, shard)
     elif kind == "npz" and rest:
         x_train, y_train, x_test, y_test = read_npz(rest)
-        splits = _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed)
+        splits = _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard)
     elif kind == "tfds" and rest:
-        splits = _from_tfds(spec, rest, data_dir, validation_fraction)
+        splits = _from_tfds(spec, rest, data_dir, validation_fraction, shard, manual_dir)
     elif kind == "folder" and rest:
-        splits = _from_folder(spec, rest, validation_fraction, seed, image_size)
+        splits = _from_folder(spec, rest, validation_fraction, seed, image_size, shard, verify_images)
     else:
         raise ValueError(
             f"Unknown dataset spec {spec!r}; expected 'digits', 'npz:PATH', "
@@ -151,18 +185,35 @@ def read_npz(path):
 
 
 def _to_uint8_images(images, name):
+    """uint8 `[N, H, W, C]` from 8-bit pixel values of any numeric dtype; anything else is an error."""
     if images.ndim == 3:
         images = images[..., None]
-    if images.dtype != np.uint8:
-        if images.min() < 0 or images.max() > 255:
-            raise ValueError(f"{name} must hold pixel values in 0..255, got {images.min()}..{images.max()}")
-        images = images.astype("uint8")
-    return images
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype == bool or not np.issubdtype(images.dtype, np.number) or np.iscomplexobj(images):
+        raise ValueError(f"{name} must hold numeric pixel values in 0..255, got dtype {images.dtype}")
+    if np.issubdtype(images.dtype, np.floating):
+        nan, inf = int(np.isnan(images).sum()), int(np.isinf(images).sum())
+        if nan or inf:
+            found = " and ".join(f"{count:,} {kind}" for count, kind in ((nan, "NaN"), (inf, "infinite")) if count)
+            raise ValueError(f"{name} holds {found} values; images must be finite pixel values in 0..255")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 255:
+        raise ValueError(f"{name} must hold pixel values in 0..255, got values from {low} to {high}")
+    if np.issubdtype(images.dtype, np.floating):
+        if high <= 1.0 and np.any(images != np.round(images)):
+            raise ValueError(
+                f"{name} holds fractional values from {low} to {high}, pixels scaled to 0..1; "
+                f"the dataset needs 0..255 pixel values (multiply by 255)"
+            )
+        images = np.round(images)
+    return images.astype("uint8")
 
 
-def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed):
-    x_train = _to_uint8_images(x_train, "x_train")
-    x_test = _to_uint8_images(x_test, "x_test")
+def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard=None):
+    where = f" in {spec.partition(':')[2]}" if spec.startswith("npz:") else ""
+    x_train = _to_uint8_images(x_train, f"x_train{where}")
+    x_test = _to_uint8_images(x_test, f"x_test{where}")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
@@ -177,13 +228,12 @@ def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, se
         num_examples={"train": len(train_index), "validation": len(val_index), "test": len(x_test)},
     )
 
-    def dataset(images, labels):
-        return tf.data.Dataset.from_tensor_slices((images, labels.astype("int64")))
-
+    if shard:
+        train_index = train_index[shard[1]::shard[0]]  # stratified_split's order is already seeded-random
     return Splits(
-        train=dataset(x_train[train_index], y_train[train_index]),
-        validation=dataset(x_train[val_index], y_train[val_index]),
-        test=dataset(x_test, y_test),
+        train=ArraySource(x_train[train_index], y_train[train_index], f"{spec}/train", shard[0] if shard else 1).as_split(),
+        validation=ArraySource(x_train[val_index], y_train[val_index], f"{spec}/validation").as_split(),
+        test=ArraySource(x_test, y_test, f"{spec}/test").as_split(),
         info=info,
     )
 
@@ -199,20 +249,36 @@ def check_labels(labels, num_classes, name="labels"):
         )
 
 
-# Elements a `limit` draws from: a shuffle buffer this large holds a CIFAR/MNIST test split whole.
+# Elements a `limit` draws from: a shuffle buffer this large holds a CIFAR/MNIST test split whole...
 SAMPLE_BUFFER = 10_000
+# ...unless its decoded images would take more bytes than this.
+SAMPLE_BUFFER_BYTES = 256 * 2**20
 
 
 def take_sample(dataset, count, seed=0):
-    """The first `count` elements of a seeded shuffle of `dataset` (all of it when `count` is falsy).
+    """`count` elements of a seeded shuffle of `dataset` (all of it when `count` is falsy).
 
     A plain `take(count)` is biased where a split is stored sorted by class (the test split of
     `cifar10_jpeg.npz` is: its first 5,000 images are classes 0-4), so limits draw a fixed,
-    seeded sample instead. The order is the same on every iteration and every run.
+    seeded sample instead. The order is the same on every iteration and every run. Splits of
+    arrays and image files sample their index or file list (nothing is decoded to choose);
+    a sharded split gives each worker its share of `count`. Other datasets sample through a
+    shuffle buffer of at most 10,000 elements and 256 MiB.
     """
     if not count:
         return dataset
-    return dataset.shuffle(SAMPLE_BUFFER, seed=seed, reshuffle_each_iteration=False).take(int(count))
+    source = source_of(dataset)
+    if source is not None:
+        share = getattr(source, "num_shards", 1)
+        sampled = source.sample(-(-int(count) // share), seed)
+        if sampled is not None:
+            return sampled.as_split()
+    shape = dataset.element_spec[0].shape if isinstance(dataset.element_spec, tuple) else dataset.element_spec.shape
+    buffer = SAMPLE_BUFFER
+    if shape.is_fully_defined():
+        by_bytes = SAMPLE_BUFFER_BYTES // max(shape.num_elements(), 1)
+        buffer = max(min(SAMPLE_BUFFER, by_bytes), min(int(count), SAMPLE_BUFFER))
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).take(int(count))
 
 
 def stratified_split(labels, fraction, seed):
@@ -230,7 +296,7 @@ def stratified_split(labels, fraction, seed):
 # --- TensorFlow Datasets --------------------------------------------------------------
 
 
-def _from_tfds(spec, rest, data_dir, validation_fraction):
+def _from_tfds(spec, rest, data_dir, validation_fraction, shard=None, manual_dir=None):
     import tensorflow_datasets as tfds
 
     name, *splits = rest.split(":")
@@ -240,7 +306,14 @@ def _from_tfds(spec, rest, data_dir, validation_fraction):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError and others
         raise ValueError(f"Unknown TensorFlow Datasets dataset {name!r}: {str(error).splitlines()[0]}") from None
-    builder.download_and_prepare()
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    try:
+        builder.download_and_prepare(download_config=download_config)
+    except AssertionError as error:  # how tfds says that a manual download is missing
+        raise FileNotFoundError(
+            f"tfds dataset {name!r} is built from files downloaded by hand: {str(error).strip().splitlines()[0]} "
+            f"(the folder is --manual-dir, by default DATA_DIR/downloads/manual)"
+        ) from None
     info = builder.info
     if info.supervised_keys is None or "label" not in info.features:
         raise ValueError(f"tfds dataset {name!r} is not a supervised image-classification dataset")
@@ -250,94 +323,63 @@ def _from_tfds(spec, rest, data_dir, validation_fraction):
         train_part, val_part = f"{train_split}[:{100 - percent}%]", f"{train_split}[{100 - percent}%:]"
     else:
         train_part, val_part = train_split, f"{train_split}[:0%]"
-    train, validation, test = (
-        builder.as_dataset(split=part, as_supervised=True, shuffle_files=False)
-        for part in (train_part, val_part, test_split)
-    )
     label_feature = info.features["label"]
     image_feature = info.features[info.supervised_keys[0]]
     shape = tuple(image_feature.shape)
-    cast = lambda image, label: (tf.cast(image, tf.uint8), tf.cast(label, tf.int64))
+    shape = shape if None not in shape else None
+    train, validation, test = (
+        TfdsSource(builder, part, shape, shard if part == train_part else None)
+        for part in (train_part, val_part, test_split)
+    )
     return Splits(
-        train=train.map(cast),
-        validation=validation.map(cast),
-        test=test.map(cast),
+        train=train.as_split(),
+        validation=validation.as_split(),
+        test=test.as_split(),
         info=DatasetInfo(
             spec=spec,
             num_classes=label_feature.num_classes,
             class_names=list(label_feature.names),
-            image_shape=shape if None not in shape else None,
-            num_examples={"train": None, "validation": None, "test": _split_size(info, test_split)},
+            image_shape=shape,
+            num_examples={
+                # The whole split's size, also when sharded (what steps per epoch are counted from).
+                "train": TfdsSource(builder, train_part).num_examples,
+                "validation": validation.num_examples,
+                "test": test.num_examples,
+            },
         ),
     )
-
-
-def _split_size(info, split):
-    try:
-        return info.splits[split].num_examples
-    except (KeyError, ValueError):  # unknown before generation, e.g. under tfds mock_data
-        return None
 
 
 # --- image folders --------------------------------------------------------------------
 
 
-def _list_class_folder(path):
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"image folder not found: {path}")
-    class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    if not class_names:
-        raise ValueError(f"{path} has no class sub-folders; expected one sub-folder of images per class")
-    files, labels = [], []
-    for label, class_name in enumerate(class_names):
-        for root, _, names in sorted(os.walk(os.path.join(path, class_name))):
-            for file_name in sorted(names):
-                if file_name.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(os.path.join(root, file_name))
-                    labels.append(label)
-    if not files:
-        raise ValueError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
-    return class_names, np.array(files), np.array(labels, dtype="int64")
-
-
-def decode_image_file(path, channels, image_size):
-    """Reads one image file into uint8 `[H, W, C]`, resized to `image_size` if given."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    if image_size is not None:
-        image = tf.cast(tf.clip_by_value(tf.image.resize(image, image_size), 0, 255), tf.uint8)
-    return image
-
-
-def _from_folder(spec, path, validation_fraction, seed, image_size):
+def _from_folder(spec, path, validation_fraction, seed, image_size, shard=None, verify_images=False):
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
-        class_names, files, labels = _list_class_folder(train_dir)
-        test_names, test_files, test_labels = _list_class_folder(test_dir)
+        class_names, files, labels, channels, size = list_image_folder(train_dir, verify_images)
+        test_names, test_files, test_labels, test_channels, _ = list_image_folder(test_dir, verify_images)
         if test_names != class_names:
             raise ValueError(f"{test_dir} has classes {test_names}, {train_dir} has {class_names}")
+        channels = max(channels, test_channels)
     else:
         # No separate test folder: hold out a seeded 20% of each class as the test split.
-        class_names, all_files, all_labels = _list_class_folder(path)
+        class_names, all_files, all_labels, channels, size = list_image_folder(path, verify_images)
         keep, held = stratified_split(all_labels, 0.2, seed + 1)
         files, labels = all_files[keep], all_labels[keep]
         test_files, test_labels = all_files[held], all_labels[held]
     train_index, val_index = stratified_split(labels, validation_fraction, seed)
-    first = decode_image_file(files[0], 0, None)
-    channels = int(first.shape[-1])
-    if image_size is None:
-        image_size = tuple(first.shape[:2])
+    image_size = tuple(image_size) if image_size is not None else size
 
-    def dataset(paths, ids):
-        ds = tf.data.Dataset.from_tensor_slices((paths, ids))
-        return ds.map(
-            lambda p, y: (decode_image_file(p, channels, image_size), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+    def source(index_files, index_labels, split):
+        return FileSource(index_files, index_labels, channels, image_size, f"{spec}/{split}")
 
+    train = source(files[train_index], labels[train_index], "train")
+    if shard:
+        train = train.shard(*shard)
     return Splits(
-        train=dataset(files[train_index], labels[train_index]),
-        validation=dataset(files[val_index], labels[val_index]),
-        test=dataset(test_files, test_labels),
+        train=train.as_split(),
+        validation=source(files[val_index], labels[val_index], "validation").as_split(),
+        test=source(test_files, test_labels, "test").as_split(),
         info=DatasetInfo(
             spec=spec,
             num_classes=len(class_names),
@@ -346,68 +388,3 @@ def _from_folder(spec, path, validation_fraction, seed, image_size):
             num_examples={"train": len(train_index), "validation": len(val_index), "test": len(test_files)},
         ),
     )
-
-
-# --- the input pipeline --------------------------------------------------------------
-
-
-def prepare_images(images, image_size, channels):
-    """Casts raw images to float32 0..255, resizes to `image_size` and adapts channels.
-
-    Works on `[H, W, C]` or `[B, H, W, C]`; 1 -> 3 channels repeats the gray level,
-    3 -> 1 takes the luminance.
-    """
-    images = tf.cast(images, tf.float32)
-    have = images.shape[-1]
-    if have != channels:
-        if have == 1 and channels == 3:
-            images = tf.image.grayscale_to_rgb(images)
-        elif have == 3 and channels == 1:
-            images = tf.image.rgb_to_grayscale(images)
-        else:
-            raise ValueError(f"cannot convert images with {have} channels to {channels} channels")
-    if tuple(images.shape[-3:-1]) != tuple(image_size):
-        images = tf.image.resize(images, image_size, method="bilinear")
-    return images
-
-
-def make_pipeline(
-    dataset,
-    image_size,
-    channels,
-    batch_size,
-    training=False,
-    num_classes=None,
-    augmenter=None,
-    seed=0,
-    shuffle_buffer=10_000,
-    cache=True,
-    drop_remainder=False,
-):
-    """Turns an unbatched `(image, label)` dataset into model-ready batches.
-
-    Output: `(float32 [B, H, W, C] raw 0..255 pixels, labels)`; labels are int32 ids,
-    or float32 one-hot `[B, num_classes]` when `num_classes` is given (needed for
-    label smoothing and MixUp/CutMix). `augmenter` (see `training.augment`) maps a
-    batch `(images, one_hot_labels)` while training.
-    """
-    image_size = tuple(image_size)
-    ds = dataset.map(
-        lambda image, label: (prepare_images(image, image_size, channels), tf.cast(label, tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if num_classes is not None:
-        ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
-    if training and augmenter is not None:
-        if num_classes is None:
-            raise ValueError("augmentation needs one-hot labels: pass num_classes")
-        # Sequential on purpose: the Keras augmentation layers draw from stateful seed
-        # generators, and parallel calls would hand out their states in a racy order,
-        # breaking determinism under a seed.
-        ds = ds.map(augmenter)
-    return ds.prefetch(tf.data.AUTOTUNE)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from training import artifacts
 from training.augment import make_augmenter
 from training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
-from training.data import load_splits, make_pipeline, take_sample
+from training.data import load_splits, make_pipeline, take_sample, worker_shard
 from training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
 from training.model_choice import choose_model, describe_choice
 from training.optimization import make_optimizer
@@ -108,7 +108,6 @@ def train(config, verbose=1):
         # Each worker would read its own clock and anneal the learning rate differently.
         raise ValueError("--time-budget needs a single worker; with several, use --epochs")
     strategy = make_strategy(config.strategy)
-    precision = set_precision(config.precision, strategy)
     keras.utils.set_random_seed(config.seed)
     output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
     os.makedirs(output, exist_ok=True)
@@ -121,6 +120,10 @@ def train(config, verbose=1):
         validation_fraction=config.validation_fraction,
         seed=config.seed,
         image_size=_image_size(config),
+        # Each worker of several reads its own share of the training files.
+        shard=worker_shard(tf_config),
+        manual_dir=config.manual_dir,
+        verify_images=config.verify_images,
     )
     info = splits.info
     num_train = info.num_examples.get("train")
@@ -135,6 +138,7 @@ def train(config, verbose=1):
     if config.preset == "auto" and not config.init_from and verbose and chief:
         print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
     channels = model_args.get("channels", 3)
+    precision = set_precision(config.precision, strategy, hidden_dim=model_args.get("hidden_dim"))
     check_training_memory(model_args, config.batch_size)
 
     replicas = strategy.num_replicas_in_sync
@@ -145,11 +149,18 @@ def train(config, verbose=1):
         image_size, config.crop_padding, config.flip, config.randaugment, config.mixup, config.cutmix, config.seed,
         crop_fill=config.crop_fill,
     )
-    pipeline = dict(image_size=image_size, channels=channels, num_classes=model_args["num_classes"])
+    pipeline = dict(image_size=image_size, channels=channels, num_classes=model_args["num_classes"],
+                    cache_file=config.cache_file)
+    # One memory budget for the decoded training and validation images together.
+    cache_budget = int(config.cache_memory_mb * 2**20)
+    train_bytes = num_train * image_size[0] * image_size[1] * channels
     train_ds = make_pipeline(
         take_sample(splits.train, config.limit_train, config.seed), batch_size=global_batch, training=True,
-        augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, **pipeline,
+        augmenter=augmenter, seed=config.seed, drop_remainder=replicas > 1, cache_memory_bytes=cache_budget,
+        **pipeline,
     )
+    if train_bytes <= cache_budget:
+        cache_budget -= train_bytes
     val_ds = None
     if splits.validation is not None and info.num_examples.get("validation") == 0:
         # A few images per class round to an empty held-out share: validating on nothing
@@ -159,8 +170,10 @@ def train(config, verbose=1):
                   f"for {num_train} training images: keeping the last model")
         splits.validation = None
     if splits.validation is not None:
-        val_ds = make_pipeline(splits.validation, batch_size=global_batch, **pipeline)
-    test_ds = make_pipeline(take_sample(splits.test, config.limit_test), batch_size=global_batch, **pipeline)
+        val_ds = make_pipeline(splits.validation, batch_size=global_batch, cache_memory_bytes=cache_budget, **pipeline)
+    # Read once at the end: no cache.
+    test_ds = make_pipeline(take_sample(splits.test, config.limit_test), batch_size=global_batch,
+                            **dict(pipeline, cache_file=None))
 
     with strategy.scope():
         model = build_model(config, model_args)

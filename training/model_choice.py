@@ -20,7 +20,7 @@ import math
 # Training images seen by an automatic number of epochs, clipped to [MIN_EPOCHS, MAX_EPOCHS]:
 # the digits job's 60 epochs of 1,437 images is 86k; 5 epochs of MNIST's 54,000 reach 99%.
 IMAGES_SEEN = 300_000
-MIN_EPOCHS, MAX_EPOCHS = 5, 60
+MIN_EPOCHS, MAX_EPOCHS = 5, 100
 
 # Up to `max_images` training images (None: any number): encoder size, batch size, MixUp.
 # The first tier is `vit_digits` (98.3% mean on digits); the second the MNIST recipe's encoder.

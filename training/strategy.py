@@ -92,18 +92,27 @@ def cpu_flags():
     return set()
 
 
-def resolve_precision(precision, strategy=None, gpu_capabilities=None, flags=None):
+# Under this width `auto` keeps float32: the digits model (hidden 64) trained no faster in bf16
+# on an AVX512-BF16 CPU (66-83 s against 49-70 s) and lost accuracy (seeds 0-4: 97.44% mean
+# against 98.2%), while the MNIST default (hidden 128) trained 2x faster.
+LOW_PRECISION_MIN_WIDTH = 128
+
+
+def resolve_precision(precision, strategy=None, gpu_capabilities=None, flags=None, hidden_dim=None):
     """The dtype policy that `precision` means here; `auto` picks the fastest that computes well.
 
     `auto`: `mixed_bfloat16` on TPUs, on GPUs of compute capability 8.0+ and on CPUs with
     bf16 instructions; `mixed_float16` on GPUs of capability 7.x (Tensor Cores without bf16);
-    `float32` otherwise. `gpu_capabilities` (list of `(major, minor)`) and `flags` default to
-    what TensorFlow and /proc/cpuinfo report.
+    `float32` otherwise, and for models narrower than `LOW_PRECISION_MIN_WIDTH` (`hidden_dim`),
+    whose matrix products are too small to gain. `gpu_capabilities` (list of `(major, minor)`)
+    and `flags` default to what TensorFlow and /proc/cpuinfo report.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
+    if hidden_dim is not None and hidden_dim < LOW_PRECISION_MIN_WIDTH:
+        return "float32"
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"
     if gpu_capabilities is None:
@@ -118,11 +127,11 @@ def resolve_precision(precision, strategy=None, gpu_capabilities=None, flags=Non
     return "mixed_bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "float32"
 
 
-def set_precision(precision, strategy=None):
+def set_precision(precision, strategy=None, hidden_dim=None):
     """Sets Keras' global dtype policy (resolving `auto`) and returns it; logits stay float32."""
     import keras
 
-    precision = resolve_precision(precision, strategy)
+    precision = resolve_precision(precision, strategy, hidden_dim=hidden_dim)
     keras.config.set_dtype_policy(precision)
     return precision
 

@@ -16,6 +16,10 @@ def register(subparsers):
     parser.add_argument("--keras-model", dest="keras_model", help="(.tflite) Keras model to measure agreement with")
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of N test images")
     parser.add_argument("--threads", type=int, help="(.tflite) interpreter threads")
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                        help="(.tflite) cpu: the LiteRT interpreter (XNNPACK); gpu: LiteRT's GPU accelerator, run in a "
+                        "child process (an abort is reported, not fatal) and compared with the CPU interpreter; "
+                        "without a GPU it needs Mesa >= 25's lavapipe Vulkan driver (export.accelerator)")
     parser.add_argument("--resize", action="store_true",
                         help="(.tflite) resize the dataset's images to the model's input as training does (on by "
                         "default for the dataset the model, or --keras-model, was trained on)")
@@ -94,16 +98,33 @@ def run(args):
             from training.artifacts import load_keras_model
 
             keras_model = load_keras_model(args.keras_model, float32=True)  # what the export was made from
-        metrics = evaluate_tflite(
-            args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
-            num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
-        )
+        if args.accelerator == "gpu":
+            from export.accelerator import evaluate_on_gpu
+
+            metrics = evaluate_on_gpu(
+                args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
+                resize=bool(args.resize or spec == trained_on),
+            )
+        else:
+            metrics = evaluate_tflite(
+                args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
+                num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
+            )
     else:
+        if args.accelerator != "cpu":
+            raise ValueError("--accelerator applies to a .tflite file")
         note_if_trained_without_flip(training_config, args.tta, "evaluate")
         metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit, tta=args.tta)
     for key, value in metrics.items():
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
     folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
     default_name = "metrics_eval.json" if args.tta == "none" else f"metrics_eval_tta_{args.tta}.json"
+    if args.accelerator == "gpu":
+        default_name = "metrics_eval_gpu.json"
     write_json_atomic(args.output or os.path.join(folder, default_name), metrics)
+    if metrics.get("gpu_status", "runs") != "runs":
+        # The file does not run on the GPU accelerator (an abort there would crash an app).
+        print(f"keras-vit evaluate: {os.path.basename(args.model)} {metrics['gpu_status']} on LiteRT's GPU "
+              f"accelerator: {metrics['gpu_message']}", file=sys.stderr)
+        return 1
     return 0

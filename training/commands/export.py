@@ -1,6 +1,7 @@
 """`keras-vit export`: a trained model to a serving SavedModel or to TFLite/LiteRT files."""
 
 import os
+import sys
 
 FORMATS = ("savedmodel", "tflite")
 
@@ -44,6 +45,9 @@ def register(subparsers):
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation inside the exported model: flip averages the class probabilities "
                         "of each image and its mirror image (twice the compute; for models trained with --flip)")
+    parser.add_argument("--no-gpu-check", dest="gpu_check", action="store_false",
+                        help="(--mode all) do not run the files on LiteRT's GPU accelerator for the report "
+                        "(it runs each in a child process where Vulkan is available; see export.accelerator)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
                         help="(savedmodel) dtype of the serving_default images")
@@ -101,12 +105,21 @@ def run(args):
             model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
             args.graph, args.int8_input, args.int8_output, args.limit,
             float_fallback=_fallback(args), weight_granularity=args.weight_granularity, resize=resize, tta=args.tta,
+            gpu_check=args.gpu_check,
         )
         for row in rows:
+            gpu = row.get("gpu")
             print(
                 f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
                 f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
+                + (f"  GPU: {gpu['summary'] if gpu['status'] != 'unavailable' else 'not run'}" if gpu else "")
             )
+        for row in rows:
+            gpu = row.get("gpu")
+            if gpu and gpu["status"] in ("aborted", "failed", "timeout"):
+                print(f"keras-vit export: warning: {row['file']} {gpu['status']} on LiteRT's GPU accelerator "
+                      f"({gpu['message']}): use it on the CPU only (report.md says which file is for which "
+                      "accelerator)", file=sys.stderr)
         print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "")
               + f" to {args.output}{averaged}")
         return 0

@@ -35,6 +35,12 @@ def register(subparsers):
     parser.add_argument("--config", help="JSON or YAML file of training options")
     parser.add_argument("--dataset", help=f"digits | npz:PATH | tfds:NAME[:TRAIN[:TEST]] | folder:PATH (default {defaults.dataset})")
     parser.add_argument("--data-dir", dest="data_dir", help="TensorFlow Datasets data directory")
+    parser.add_argument("--manual-dir", dest="manual_dir", metavar="DIR",
+                        help="TensorFlow Datasets' folder of files downloaded by hand (ImageNet's tars; "
+                        "default DATA_DIR/downloads/manual)")
+    parser.add_argument("--verify-images", dest="verify_images", action="store_true", default=None,
+                        help="decode every image of a folder before training and skip (naming them) the ones "
+                        "that fail; without it, headers and file ends are checked")
     parser.add_argument("--output", help=f"output folder (default {defaults.output})")
     parser.add_argument("--preset", help="model preset, see `keras-vit presets` (default auto: chosen from the "
                         "dataset's image size and number of images, and printed)")
