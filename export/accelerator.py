@@ -397,7 +397,7 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     accelerator is not available (with the reason) and for a bad file or image size.
     """
     from export.analysis import read_tflite
-    from export.evaluate import compare_outputs, test_batches
+    from export.evaluate import compare_outputs, predict_test_split
     from export.runtime import TFLiteRunner
 
     content = read_tflite(tflite_path)
@@ -405,15 +405,11 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     available, reason = gpu_accelerator_available()
     if not available:
         raise ValueError(f"--accelerator gpu: {reason}")
-    images, labels, reference = [], [], []
-    for batch, batch_labels in test_batches(dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize):
-        images.append(batch)
-        labels.append(batch_labels)
-        if keras_model is not None:
-            reference.append(np.asarray(keras_model.predict(batch, verbose=0)))
-    if not images:
-        raise ValueError(f"dataset {dataset_spec!r} has no test images")
-    images, labels = np.concatenate(images), np.concatenate(labels)
+    # The child runs every image in one call: collect them (limit them for large test splits).
+    images, labels, reference = predict_test_split(
+        lambda batch: batch, dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize,
+        keras_model=keras_model,
+    )
     result = run_on_gpu(tflite_path, images, timeout=timeout, check_available=False)
     cpu = runner.predict(images)
     row = gpu_metrics(result, labels, cpu)
@@ -440,5 +436,5 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
         "mean_logit_error": None,
     }
     if keras_model is not None and result.runs:
-        metrics.update(compare_outputs(result.outputs, np.concatenate(reference)))
+        metrics.update(compare_outputs(result.outputs, reference))
     return metrics

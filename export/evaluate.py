@@ -38,6 +38,22 @@ def compare_outputs(outputs, reference, labels=None):
     return result
 
 
+def predict_test_split(predict, dataset_spec, image_shape, data_dir=None, limit=None, resize=False,
+                       keras_model=None):
+    """`predict` (float32 `[B, H, W, C]` -> `[B, ...]`) over the test split of `dataset_spec`, a
+    batch at a time: its outputs, the labels `[N]` and Keras' logits (None without
+    `keras_model`). Raises ValueError when there are no test images."""
+    outputs, labels, reference = [], [], []
+    for images, batch_labels in test_batches(dataset_spec, image_shape, data_dir, limit, resize=resize):
+        outputs.append(predict(images))
+        labels.append(batch_labels)
+        if keras_model is not None:
+            reference.append(np.asarray(keras_model.predict(images, verbose=0)))
+    if not outputs:
+        raise ValueError(f"dataset {dataset_spec!r} has no test images")
+    return np.concatenate(outputs), np.concatenate(labels), np.concatenate(reference) if reference else None
+
+
 def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, num_threads=None,
                     resize=False):
     """Evaluates a `.tflite` classifier under LiteRT on the test split of `dataset_spec`.
@@ -49,15 +65,9 @@ def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     """
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content, num_threads=num_threads)
-    outputs, labels, reference = [], [], []
-    for images, batch_labels in test_batches(dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize):
-        outputs.append(runner.predict(images))
-        labels.append(batch_labels)
-        if keras_model is not None:
-            reference.append(np.asarray(keras_model.predict(images, verbose=0)))
-    if not outputs:
-        raise ValueError(f"dataset {dataset_spec!r} has no test images")
-    outputs, labels = np.concatenate(outputs), np.concatenate(labels)
+    outputs, labels, reference = predict_test_split(
+        runner.predict, dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize, keras_model=keras_model
+    )
     latency = runner.latency()
     metrics = {
         "test_accuracy": float(np.mean(outputs.argmax(-1) == labels)),
@@ -73,5 +83,5 @@ def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
         "mean_logit_error": None,
     }
     if keras_model is not None:
-        metrics.update(compare_outputs(outputs, np.concatenate(reference), labels))
+        metrics.update(compare_outputs(outputs, reference, labels))
     return metrics

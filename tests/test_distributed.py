@@ -48,30 +48,30 @@ def _free_ports(count):
     return ports
 
 
-def test_multiworker_two_processes_end_equal(tmp_path):
+def _run_two_workers(arguments, timeout):
+    """Runs `arguments(index)` as worker 0 and worker 1 of one cluster on loopback; both must succeed."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, SCRIPT, "multiworker", str(tmp_path / f"worker{index}.npz")],
-                env=_env(TF_CONFIG=tf_config),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        processes.append(subprocess.Popen(
+            [sys.executable, *arguments(index)], env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        ))
     outputs = []
     for process in processes:
         try:
-            outputs.append(process.communicate(timeout=300)[0])
+            outputs.append(process.communicate(timeout=timeout)[0])
         except subprocess.TimeoutExpired:
             for p in processes:
                 p.kill()
-            pytest.fail("multi-worker training did not finish in 300 s")
+            pytest.fail(f"the two workers did not finish in {timeout} s")
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
+
+
+def test_multiworker_two_processes_end_equal(tmp_path):
+    _run_two_workers(lambda index: [SCRIPT, "multiworker", str(tmp_path / f"worker{index}.npz")], timeout=300)
     (w0, replicas, change, loss0), (w1, _, _, loss1) = (_weights(tmp_path / f"worker{i}.npz") for i in range(2))
     assert replicas == 2 and change > 1e-3 and np.isfinite(loss0).all()
     assert max(float(np.abs(a - b).max()) for a, b in zip(w0, w1)) == 0.0
@@ -99,24 +99,8 @@ def test_two_workers_read_disjoint_file_shards_that_cover_the_train_split(tmp_pa
     workers see disjoint sets of files whose union is the whole train split; validation is whole on each."""
     labels = _id_folder(tmp_path / "data")
     script = os.path.join(REPO_ROOT, "tests", "scripts", "sharded_input.py")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, script, str(tmp_path / "data"), str(tmp_path / f"worker{index}.json")],
-            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            pytest.fail("the two workers did not finish in 180 s")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    _run_two_workers(lambda index: [script, str(tmp_path / "data"), str(tmp_path / f"worker{index}.json")],
+                     timeout=180)
     seen = []
     for index in range(2):
         with open(tmp_path / f"worker{index}.json") as file:

@@ -23,7 +23,7 @@ def test_digits_get_the_digits_preset():
     for key in ("patch_size", "stem_channels", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "dropout_rate"):
         assert model[key] == preset[key], key
     assert model["image_size"] == (8, 8)
-    assert choose_recipe(1295, (8, 8)) == {"epochs": 60, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
+    assert choose_recipe(1295, (8, 8)) == {"epochs": 100, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
                                            "crop_padding": 0}
 
 
@@ -60,7 +60,7 @@ def test_any_image_size_gives_a_buildable_model_with_a_small_grid(size):
 def test_width_and_epochs_grow_and_shrink_with_the_data():
     widths = [choose_model((32, 32, 3), n)["hidden_dim"] for n in (1_000, 50_000, 500_000, 5_000_000)]
     assert widths == sorted(widths) and widths[0] < widths[-1]
-    assert [choose_recipe(n)["epochs"] for n in (500, 60_000, 10_000_000)] == [60, 5, 5]
+    assert [choose_recipe(n)["epochs"] for n in (500, 60_000, 10_000_000)] == [100, 5, 5]
 
 
 def test_activation_count_matches_a_hand_count():

@@ -10,10 +10,11 @@ configuration and refuses one that cannot fit, with a setting that would.
 import math
 import os
 
-# Bytes an activation element costs in training: the forward value kept for the backward
-# pass, its gradient, and the framework's temporaries. Calibrated against the peak memory of
-# `fit` steps (`bench/training_memory.py`, BENCHMARKS.md "Training memory").
-BYTES_PER_ACTIVATION = 4 * 2.5
+# Bytes an activation element costs in training: the float32 forward value kept for the
+# backward pass, and a share for its gradient and the framework's temporaries. Calibrated
+# against the peak memory of float32 `fit` steps at 224 pixels (`bench/training_memory.py`,
+# BENCHMARKS.md "Training memory"): measured 0.58-1.07x this estimate.
+BYTES_PER_ACTIVATION = 4 * 1.5
 # Share of the available memory a step may plan for: the model, optimizer, input pipeline and
 # the runtime need the rest.
 USABLE_SHARE = 0.7
