@@ -53,11 +53,11 @@ def test_tiny_vit_learns_mnist_from_2000_images(mnist_small, tmp_path):
 
 
 def _train_command(output):
-    # The README's main job (`keras-vit train --export-tflite`), with frequent backups. At the
-    # default of one backup per 30 s a quiet machine wrote two in the whole run, and when both
-    # fell on an epoch's end (batch 0) the fixture found no mid-epoch moment to kill it.
+    # The README's main job (`keras-vit train --export-tflite`), with a backup every 5 steps besides
+    # the one at every epoch's end. With a time floor between backups, a digits epoch (about a
+    # second) never reached one mid-epoch, and the fixture found no mid-epoch moment to kill it.
     return [sys.executable, "-m", "training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5",
-            "--backup-seconds", "5"]
+            "--backup-seconds", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +160,11 @@ def test_a_runs_config_json_trains_that_run_again(resumed_digits_run):
 
     output = resumed_digits_run[0]
     args = build_parser().parse_args(["train", "--config", str(output / "config.json")])
-    # The options of `_train_command`, and nothing of what `train` recorded beside them.
-    assert config_from_args(args) == TrainConfig(output=str(output), export_tflite=True, backup_every=5, backup_seconds=5)
+    # The options of `_train_command` and the defaults chosen for the data (1,295 training images
+    # of 8x8), and nothing of what `train` recorded beside them.
+    expected = TrainConfig(output=str(output), export_tflite=True, backup_every=5, backup_seconds=0).resolve(1295, (8, 8))
+    assert expected.epochs == 100 and expected.batch_size == 64
+    assert config_from_args(args) == expected
 
 
 def test_weight_decay_skips_biases_norms_class_token_and_positions():
