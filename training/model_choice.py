@@ -137,6 +137,6 @@ def describe_choice(model, num_train, image_shape, recipe):
         f"model: auto for {num_train:,} training images of {height}x{width}x{channels}{resized}: "
         f"{stem}{grid_h}x{grid_w} tokens of {patch_size[0]}x{patch_size[1]} pixels, "
         f"hidden {model['hidden_dim']} x {model['num_layers']} layers; "
-        f"{recipe['epochs']} epochs of batch {recipe['batch_size']} "
+        f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} of batch {recipe['batch_size']} "
         "(--preset, --patch-size and the other options choose otherwise)"
     )
