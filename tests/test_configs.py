@@ -40,7 +40,7 @@ def test_data_folder_replaces_the_recipes_npz_folder(tmp_path):
 
 
 def test_set_overrides_build_the_trial_model():
-    # bench.train_accuracy --set: session 10's trial (BENCHMARKS.md: 2,696,170 parameters, the
+    # bench.train_accuracy --set: the average-pooling trial (BENCHMARKS.md: 2,696,170 parameters, the
     # recipe's 2,696,554 less the class token and its position embedding, 2 x 192).
     overrides = parse_overrides(["pooling=gap", "use_class_token=false", "crop_padding=2"])
     assert overrides == {"pooling": "gap", "use_class_token": False, "crop_padding": 2}

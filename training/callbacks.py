@@ -172,7 +172,7 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
     A backup writes every variable and the optimizer state to HDF5 and copies the
     previous one, about 0.8 s on two CPU cores whatever the model's size: every 50 steps
     of the default digits job (45 ms steps) that was 20 s of its 122 s of training
-    (`BENCHMARKS.md`, section 2, session 5). The time floor bounds both the cost and the
+    (`BENCHMARKS.md`, section 2). The time floor bounds both the cost and the
     work a killed run loses; big models, whose 50 steps take longer, are unaffected.
 
     Resuming is Keras': the weights and optimizer of the last backup, from the start of
