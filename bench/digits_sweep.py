@@ -6,7 +6,7 @@
 It replicates `training.data`'s digits split and `training.fit`'s recipe (AdamW without decay on
 biases/norms/class token/positions, warm-up + cosine, global clipnorm 1, label smoothing, MixUp)
 with numpy batches and no tf.data, so it runs on any Keras backend; the figures in BENCHMARKS.md
-came from the JAX backend on an H100 lent for the session (about 40 s per run, 8 runs at a time),
+came from the JAX backend on an H100 lent for the sweep (about 40 s per run, 8 runs at a time),
 where 17 seeds per variant took minutes instead of the hours the 2-core CPU would need. The seeds
 0-2 results of the default recipe matched the CPU runs of `keras-vit train` (98.3 / 97.2 / 96.7%);
 the chosen recipe was then checked with `keras-vit train` on the CPU.

@@ -4,7 +4,7 @@ shapes of our exported ViTs, converted to float32 and to full int8 and timed und
 
     nice python bench/int8_gemm.py [--json out.json]
 
-The int8 latency target of issue 4 (<= 0.6x float32) presumes int8 products well over 1.7x
+The int8 latency target (<= 0.6x float32) presumes int8 products well over 1.7x
 faster than float32. With AVX-512 VNNI (or AVX-VNNI / ARM dot-product instructions) XNNPACK's
 int8 kernels are several times faster; with AVX2 alone they widen int8 to int16 and multiply
 pairs (`vpmaddwd`), about as much work per value as a float32 FMA, so no graph change can make

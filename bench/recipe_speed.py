@@ -26,9 +26,9 @@ MODELS = {
                             "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384},
     "cifar_hybrid_recipe_gap": {"image_size": 32, "channels": 3, "patch_size": 8, "stem_channels": [96, 192, 384],
                                 "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384, "pooling": "gap",
-                                "use_class_token": False},  # the session-10 trial
+                                "use_class_token": False},  # the average-pooling trial
     "cifar_hybrid_stem32_6l": {"image_size": 32, "channels": 3, "patch_size": 8, "stem_channels": [32, 64, 128],
-                               "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384},  # the session-3 recipe
+                               "hidden_dim": 192, "num_layers": 6, "mlp_dim": 384},  # the first hybrid CIFAR-10 recipe
     # candidates: more of the compute in the stem's convolutions
     "mnist_hybrid_stem32_64": {"image_size": 32, "channels": 1, "patch_size": 8, "stem_channels": [32, 64],
                                "hidden_dim": 128, "num_layers": 4, "mlp_dim": 256},

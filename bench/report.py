@@ -142,7 +142,7 @@ def markdown(rows, machine, command, elapsed_s):
         lines.append("")
     targets = target_lines(rows)
     if targets:
-        lines += ["### Against the targets of issue 7", ""] + targets + [""]
+        lines += ["### Against the speed targets", ""] + targets + [""]
     return "\n".join(lines)
 
 

@@ -220,7 +220,7 @@ def gpu_accelerator_available():
 
 def _child_env(folder):
     env = dict(os.environ)
-    # Dawn/Vulkan want a runtime folder; a fresh one per run where the session has none.
+    # Dawn/Vulkan want a runtime folder; a fresh one per run where the environment names none.
     if not env.get("XDG_RUNTIME_DIR") or not os.path.isdir(env["XDG_RUNTIME_DIR"]):
         runtime = os.path.join(folder, "xdg")
         os.makedirs(runtime, mode=0o700, exist_ok=True)

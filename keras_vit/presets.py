@@ -44,10 +44,10 @@ PRESETS = {
     ]
 }
 
-# The small configuration the command line trains by default (8x8 digits, 28x28 MNIST): a hybrid
-# ViT whose one-convolution stem (32 channels, stride 2) makes the 4x4 grid of 2x2-pixel tokens.
-# On digits (seed 0, 2-core AVX2 CPU) the stem took test accuracy from 97.2% to 99.4% in 100 epochs
-# and to 98.6% in 60 epochs (100 s); BENCHMARKS.md section 2, session 3.
+# The small configuration the command line chooses for 8x8 digits: a hybrid ViT whose
+# one-convolution stem (32 channels, stride 2) makes the 4x4 grid of 2x2-pixel tokens. On digits
+# (seed 0, 2-core AVX2 CPU) the stem took test accuracy from 97.2% to 99.4% in 100 epochs and to
+# 98.6% in 60 epochs (100 s); BENCHMARKS.md section 2, trial 3.
 PRESETS["vit_digits"] = {
     "image_size": 8,
     "patch_size": 2,

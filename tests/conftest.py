@@ -18,13 +18,13 @@ def shared_file(name):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mnist_path():
     """Path of the real MNIST .npz (x_train, y_train, x_test, y_test)."""
     return shared_file("mnist.npz")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mnist_small(mnist_path):
     """2,000 training and 1,000 test MNIST images (uint8 [N, 28, 28]) with labels."""
     with np.load(mnist_path, allow_pickle=False) as data:

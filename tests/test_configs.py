@@ -30,7 +30,7 @@ def test_recipe_builds_the_measured_model(name):
     model = build_model(config, model_config(config, info))
     assert model.count_params() == PARAMETERS[name]
     if name == "cifar10":
-        assert model.count_params() <= 6_000_000  # the limit for CIFAR-10
+        assert model.count_params() <= 6_000_000  # the CIFAR-10 recipe's limit
 
 
 def test_data_folder_replaces_the_recipes_npz_folder(tmp_path):
