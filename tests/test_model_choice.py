@@ -131,3 +131,18 @@ def test_out_of_memory_during_training_is_one_line(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "out of memory during training at batch 64 per device: use --batch-size 32" in err
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: choose_model((0, 32, 3), 100), r"image_shape must be \(height, width, channels\) of positive sizes"),
+        (lambda: choose_model((32, 32), 100), r"image_shape must be \(height, width, channels\)"),
+        (lambda: choose_model((32, 32, 3), 0), "at least 1 training image, got 0"),
+        (lambda: check_training_memory(choose_model((32, 32, 3), 100), 0, available=GB), "batch_size must be at least 1"),
+        (lambda: training_step_bytes(dict(image_size=30, patch_size=4), 8), "not divisible by patch"),
+    ],
+)
+def test_bad_input_is_refused_with_what_was_expected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

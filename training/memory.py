@@ -10,6 +10,8 @@ configuration and refuses one that cannot fit, with a setting that would.
 import math
 import os
 
+from keras_vit.layers.patches import int_pair, patch_grid
+
 # Bytes an activation element costs in training: the float32 forward value kept for the
 # backward pass, and a share for its gradient and the framework's temporaries. Calibrated
 # against the peak memory of float32 `fit` steps at 224 pixels (`bench/training_memory.py`,
@@ -24,10 +26,6 @@ class OutOfMemoryError(RuntimeError):
     """A training configuration that does not fit in memory; its message says what would."""
 
 
-def _pair(value):
-    return (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
-
-
 def activations_per_image(model_args):
     """Activation elements of one image's forward pass through a `ViT(**model_args)`.
 
@@ -36,17 +34,23 @@ def activations_per_image(model_args):
     per head, the attention scores and their softmax (2 x tokens). The stem keeps its
     convolution, normalization and ReLU outputs.
     """
-    height, width = _pair(model_args.get("image_size", 224))
-    patch_h, patch_w = _pair(model_args.get("patch_size", 16))
+    height, width = int_pair(model_args.get("image_size", 224), "image_size", "(height, width)")
     channels = int(model_args.get("channels", 3))
     hidden, mlp = int(model_args.get("hidden_dim", 768)), int(model_args.get("mlp_dim", 3072))
     heads, layers = int(model_args.get("num_heads", 12)), int(model_args.get("num_layers", 12))
-    tokens = (height // patch_h) * (width // patch_w) + int(bool(model_args.get("use_class_token", True)))
+    tokens = num_tokens(model_args)
     per_block = tokens * (10 * hidden + 2 * mlp) + heads * 2 * tokens * tokens
     stem = 0
     for index, stem_channels in enumerate(model_args.get("stem_channels") or ()):
         stem += 3 * stem_channels * (height // 2 ** (index + 1)) * (width // 2 ** (index + 1))
     return layers * per_block + stem + 2 * height * width * channels + 2 * tokens * hidden
+
+
+def num_tokens(model_args):
+    """Tokens per image of a `ViT(**model_args)`: the patch grid, and the class token."""
+    image_size = int_pair(model_args.get("image_size", 224), "image_size", "(height, width)")
+    rows, cols = patch_grid(image_size, model_args.get("patch_size", 16))
+    return rows * cols + int(bool(model_args.get("use_class_token", True)))
 
 
 def training_step_bytes(model_args, batch_size):
@@ -102,6 +106,8 @@ def check_training_memory(model_args, batch_size, available=None):
     `batch_size` is the batch of one device. The message gives the estimate and the
     largest batch size (or else a patch size) that would fit. Returns the estimate.
     """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if available is None:
         available = available_memory_bytes()
     needed = training_step_bytes(model_args, batch_size)
@@ -110,7 +116,7 @@ def check_training_memory(model_args, batch_size, available=None):
     budget = USABLE_SHARE * available
     per_image = training_step_bytes(model_args, 1)
     fitting_batch = 2 ** int(math.floor(math.log2(budget / per_image))) if per_image <= budget else 0
-    tokens = _tokens(model_args)
+    tokens = num_tokens(model_args)
     advice = (
         f"use --batch-size {fitting_batch} or less"
         if fitting_batch >= 8
@@ -120,12 +126,6 @@ def check_training_memory(model_args, batch_size, available=None):
         f"a training step would need about {_gigabytes(needed)} for batch {batch_size} at {tokens:,} tokens per image, "
         f"more than the {_gigabytes(available)} this machine has available: {advice}"
     )
-
-
-def _tokens(model_args):
-    height, width = _pair(model_args.get("image_size", 224))
-    patch_h, patch_w = _pair(model_args.get("patch_size", 16))
-    return (height // patch_h) * (width // patch_w) + 1
 
 
 def out_of_memory_message(batch_size):

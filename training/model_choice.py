@@ -17,6 +17,8 @@ Everything chosen here is a default: any option set by the user wins.
 
 import math
 
+from keras_vit.layers.patches import int_pair
+
 # Training images seen by an automatic number of epochs, clipped to [MIN_EPOCHS, MAX_EPOCHS]:
 # 5 epochs of MNIST's 54,000 images reach 99%; the 1,295 digits get the 100 epochs that took
 # their 5-seed mean from 97.94% (60 epochs) to 98.00% (BENCHMARKS.md, "The default model").
@@ -73,10 +75,6 @@ def choose_image_layout(height, width, channels):
     return {"image_size": size, "patch_size": patch, "stem_channels": None}
 
 
-def _pair(value):
-    return (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
-
-
 def size_tier(num_train):
     """The `SIZE_TIERS` entry for `num_train` training images."""
     for tier in SIZE_TIERS:
@@ -90,6 +88,10 @@ def choose_model(image_shape, num_train):
 
     `image_shape` is `(height, width, channels)`.
     """
+    if len(image_shape) != 3 or min(int(d) for d in image_shape) < 1:
+        raise ValueError(f"image_shape must be (height, width, channels) of positive sizes, got {tuple(image_shape)}")
+    if int(num_train) < 1:
+        raise ValueError(f"a model is chosen for at least 1 training image, got {num_train}")
     height, width, channels = (int(d) for d in image_shape)
     tier = size_tier(num_train)
     model = choose_image_layout(height, width, channels)
@@ -125,7 +127,8 @@ def choose_recipe(num_train, image_size=None):
 def describe_choice(model, num_train, image_shape, recipe):
     """One line: the model chosen for the data, and why."""
     height, width, channels = image_shape
-    image_size, patch_size = (_pair(model[key]) for key in ("image_size", "patch_size"))
+    image_size = int_pair(model["image_size"], "image_size", "(height, width)")
+    patch_size = int_pair(model["patch_size"], "patch_size", "(patch_height, patch_width)")
     grid_h, grid_w = image_size[0] // patch_size[0], image_size[1] // patch_size[1]
     size = "x".join(map(str, image_size))
     if model.get("stem_channels"):
