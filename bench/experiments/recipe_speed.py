@@ -1,7 +1,7 @@
 """Training throughput (`fit`, batch 128 unless `--batch-size`, synthetic images) of the accuracy recipes' models
 against the plain ViTs they replaced, one model per process, alternating.
 
-    nice python bench/recipe_speed.py [--steps 40] [--batch-size 128] [--precision float32] [--jit-compile false] [--models a,b]
+    nice python bench/experiments/recipe_speed.py [--steps 40] [--batch-size 128] [--precision float32] [--jit-compile false] [--models a,b]
 
 Prints images/s per model; a CPU budget (`--time-budget`) turns these into epochs.
 Runs of a few steps are noisy on a shared machine: 16 steps showed the (96, 192, 384) stem

@@ -2,7 +2,7 @@
 file: test accuracy, agreement with the Keras model (plain or flip-averaged) and LiteRT
 latency at batch 1, for float32 and full int8, measured side by side.
 
-    nice python bench/export_tta.py runs/bench/cifar10_s12_batch64 [--limit N] [--rounds 5] [--runs 20]
+    nice python bench/experiments/export_tta.py runs/bench/cifar10_s12_batch64 [--limit N] [--rounds 5] [--runs 20]
 
 The four files take turns round after round (`export.report.measure_latencies`), so load
 from other processes hits them alike: read the latency ratios, not the milliseconds.
@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

@@ -1,6 +1,6 @@
 """Fully integer graph variants of a trained model, timed against its float32 file.
 
-    nice python bench/export_graph_variants.py runs/bench/mnist
+    nice python bench/experiments/export_graph_variants.py runs/bench/mnist
 
 Variants of `export.graph` (per-tensor int8 weights, uint8 input): the default (per-head
 FULLY_CONNECTED attention, `rsqrt` LayerNorm), 4-D BATCH_MATMUL attention, and the `l2`
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 VARIANTS = [

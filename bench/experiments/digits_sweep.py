@@ -1,6 +1,6 @@
 """Recipe sweep for the digits default job: many seeds and variants, each run scored three ways.
 
-    KERAS_BACKEND=jax python bench/digits_sweep.py WORKER WORKERS SEEDS OUT.jsonl
+    KERAS_BACKEND=jax python bench/experiments/digits_sweep.py WORKER WORKERS SEEDS OUT.jsonl
     # e.g. 8 workers on one GPU: for w in 0..7: ... $w 8 0,1,2,3 results.jsonl &
 
 It replicates `training.data`'s digits split and `training.fit`'s recipe (AdamW without decay on
@@ -26,7 +26,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from keras_vit import ViT
 
 

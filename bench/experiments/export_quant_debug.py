@@ -1,7 +1,7 @@
 """Which tensors lose the most under full-int8 quantization: LiteRT's QuantizationDebugger
 on the export graph of a trained model.
 
-    nice python bench/export_quant_debug.py runs/mnist --dataset npz:../shared/data/mnist.npz
+    nice python bench/experiments/export_quant_debug.py runs/mnist --dataset npz:../shared/data/mnist.npz
 
 Prints the layers with the largest RMSE relative to their quantization scale, and the
 float model's test-output agreement when those ops are kept in float.
@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

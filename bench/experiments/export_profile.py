@@ -1,7 +1,7 @@
 """Per-op LiteRT profile of ViT-Ti/16 at 224 (random weights): where the time goes in
 float32 and in int8, with the Keras graph and with export.graph's int8-friendly graph.
 
-    nice python bench/export_profile.py [--modes float32,int8] [--image-size 224]
+    nice python bench/experiments/export_profile.py [--modes float32,int8] [--image-size 224]
 
 Each operator is cut out into a one-op model and timed alone (export.profile); the table
 groups them by op, output dtype and whether XNNPACK ran them.
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
