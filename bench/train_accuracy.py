@@ -81,9 +81,14 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, over
     }
     if config.flip:
         # Recorded beside, never instead of, the plain test accuracy: it costs two forward passes.
-        from training.commands.evaluate import evaluate_keras
+        from keras_vit import flip_averaged
+        from keras_vit.images import model_image_shape
+        from training.artifacts import load_keras_model
+        from training.evaluation import evaluate_keras, model_data
 
-        result["test_accuracy_flip_tta"] = evaluate_keras(config.output, config.dataset, tta="flip")["test_accuracy"]
+        averaged = flip_averaged(load_keras_model(config.output))
+        data = model_data(config.output, model_image_shape(averaged), config.dataset)
+        result["test_accuracy_flip_tta"] = evaluate_keras(averaged, data)["test_accuracy"]
     os.makedirs("bench/results", exist_ok=True)
     path = f"bench/results/train_{name}.json"
     with open(path + ".tmp", "w") as file:

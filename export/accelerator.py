@@ -383,11 +383,11 @@ def gpu_metrics(result, labels=None, cpu_outputs=None, keras_outputs=None):
     return row
 
 
-def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, resize=False,
-                    timeout=600):
-    """`export.evaluate.evaluate_tflite` on LiteRT's GPU accelerator: the test split of
-    `dataset_spec` run on the GPU in a child process, compared with the CPU interpreter
-    (and with `keras_model` when given).
+def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=600):
+    """`export.evaluate.evaluate_tflite` on LiteRT's GPU accelerator: `images` (raw 0..255,
+    `[N, H, W, C]`, all in one child-process call: limit them for large test sets) run on
+    the GPU in a child process, compared with the CPU interpreter (and with `keras_model`
+    when given).
 
     Returns a dict: `accelerator` (`gpu`), `gpu_status` (see `AcceleratorRun`),
     `gpu_message`, `fully_accelerated`, `gpu_ops`, `cpu_ops`, and when it runs `test_accuracy`,
@@ -397,7 +397,7 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     accelerator is not available (with the reason) and for a bad file or image size.
     """
     from export.analysis import read_tflite
-    from export.evaluate import compare_outputs, predict_test_split
+    from export.evaluate import check_image_array, compare_outputs, keras_logits
     from export.runtime import TFLiteRunner
 
     content = read_tflite(tflite_path)
@@ -405,11 +405,8 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     available, reason = gpu_accelerator_available()
     if not available:
         raise ValueError(f"--accelerator gpu: {reason}")
-    # The child runs every image in one call: collect them (limit them for large test splits).
-    images, labels, reference = predict_test_split(
-        lambda batch: batch, dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize,
-        keras_model=keras_model,
-    )
+    images = check_image_array(images, runner.input_shape[1:], "test images")
+    labels = np.asarray(labels)
     result = run_on_gpu(tflite_path, images, timeout=timeout, check_available=False)
     cpu = runner.predict(images)
     row = gpu_metrics(result, labels, cpu)
@@ -430,11 +427,10 @@ def evaluate_on_gpu(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
         "latency_note": result.latency_note,
         "device": result.device,
         "batch_size": runner.batch_size,
-        "dataset": dataset_spec,
         "agreement_with_keras": None,
         "max_logit_error": None,
         "mean_logit_error": None,
     }
     if keras_model is not None and result.runs:
-        metrics.update(compare_outputs(result.outputs, reference))
+        metrics.update(compare_outputs(result.outputs, keras_logits(keras_model, images)))
     return metrics

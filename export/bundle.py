@@ -6,38 +6,42 @@ import tempfile
 
 import numpy as np
 
-from export.calibration import calibration_images, model_image_shape
-from export.evaluate import test_batches
+from export.evaluate import check_image_array, keras_logits
 from export.report import build_report, write_report
 from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, replace_folder, write_tflite
+from keras_vit.images import model_image_shape
 
 
 def export_modes(
     model,
     folder,
     modes=MODES,
-    dataset_spec=None,
+    *,
+    calibration_images=None,
+    test_images=None,
+    test_labels=None,
     class_names=None,
-    data_dir=None,
-    calibration_size=200,
+    dataset_name=None,
     batch_size=1,
     graph="auto",
     input_type="uint8",
     output_type="float32",
-    report_limit=None,
     thread_counts=(1, 2),
     rounds=5,
     runs=20,
     float_fallback=(),
     weight_granularity="channel",
-    resize=False,
     tta="none",
     gpu_check=True,
     gpu_limit=200,
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
-    (when a dataset is given) `report.md`/`report.json` into `folder`.
+    (when test images are given) `report.md`/`report.json` into `folder`.
+
+    Images are raw 0..255 pixels `[N, H, W, C]` of the model's input size (uint8 or
+    float32): `calibration_images` (training images, for int8/int16x8), `test_images` with
+    int `test_labels` `[N]` for the report; `dataset_name` is what the report says they are.
 
     Everything is built in a temporary folder next to `folder` and moved into place
     only when all of it succeeded, so a failure leaves no partial output.
@@ -46,15 +50,13 @@ def export_modes(
     parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
 
     `weight_granularity` applies to the int8 and int16x8 weights (`export.tflite.convert`).
-    `resize`: the dataset's images are resized to the model's input as training did
-    (`training.data.load_splits_for_model`).
     `tta="flip"`: every file averages each image with its mirror image (`export.tflite.convert`),
     and the report compares them with `keras_vit.flip_averaged(model)`.
     `gpu_check`: run every file on LiteRT's GPU accelerator (`export.accelerator.run_on_gpu`,
     in a child process, on the first `gpu_limit` test images) and report what happened; where
     the accelerator is not available, the report says so and why.
 
-    Returns the report rows (empty without a dataset).
+    Returns the report rows (empty without test images).
     """
     modes = list(modes)
     jobs = [(mode, mode, ()) for mode in modes]
@@ -64,14 +66,18 @@ def export_modes(
         jobs.append((f"int8+float:{','.join(float_fallback)}", "int8", tuple(float_fallback)))
     image_shape = model_image_shape(model)
     needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
-    if needs_calibration and not dataset_spec:
+    if needs_calibration and calibration_images is None:
         raise ValueError(
             f"mode(s) {', '.join(m for m in modes if m in QUANTIZED_MODES)} need calibration images: "
             "pass --dataset SPEC (its training split is used)"
         )
     calibration = None
     if needs_calibration:
-        calibration = calibration_images(dataset_spec, image_shape, calibration_size, data_dir, resize=resize)
+        calibration = check_image_array(calibration_images, image_shape, "calibration images")
+    if test_images is not None:
+        test_images = check_image_array(test_images, image_shape, "test images")
+        if test_labels is None or len(test_labels) != len(test_images):
+            raise ValueError(f"{len(test_images)} test images need as many test labels")
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(folder)) + ".tmp-")
@@ -94,30 +100,26 @@ def export_modes(
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
             write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
         rows = []
-        if dataset_spec:
+        if test_images is not None:
             log("evaluating and timing ...")
-            images, labels = [], []
-            for batch, batch_labels in test_batches(dataset_spec, image_shape, data_dir, report_limit, resize=resize):
-                images.append(batch)
-                labels.append(batch_labels)
-            images, labels = np.concatenate(images), np.concatenate(labels)
+            images, labels = test_images, np.asarray(test_labels)
             reference = model
             if tta == "flip":
                 from keras_vit import flip_averaged
 
                 reference = flip_averaged(model)
-            keras_logits = np.asarray(reference.predict(images, batch_size=256, verbose=0))
+            reference_logits = keras_logits(reference, images)
             gpu_runs, gpu_context = None, "not checked"
             if gpu_check:
                 gpu_runs, gpu_context = _gpu_runs(tmp, files, images[:gpu_limit], log)
-            rows = build_report(contents, images, labels, keras_logits, thread_counts, rounds, runs, files, gpu_runs)
+            rows = build_report(contents, images, labels, reference_logits, thread_counts, rounds, runs, files, gpu_runs)
             write_report(
                 rows,
                 tmp,
                 context={
-                    "dataset": dataset_spec,
+                    "dataset": dataset_name or "-",
                     "images": len(labels),
-                    "calibration images": calibration_size if needs_calibration else "-",
+                    "calibration images": len(calibration) if needs_calibration else "-",
                     "batch size": batch_size,
                     "test-time augmentation": tta,
                     "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",

@@ -1,4 +1,9 @@
-"""Accuracy, agreement with Keras and latency of a `.tflite` model on a dataset's test split."""
+"""Accuracy, agreement with Keras and latency of a `.tflite` model on test images.
+
+Export works on arrays: the caller (a command, a notebook) loads its data and passes raw
+0..255 images `[N, H, W, C]` and int labels `[N]`, so these functions serve any Keras
+classifier and any data source.
+"""
 
 import os
 
@@ -8,20 +13,25 @@ from export.analysis import read_tflite
 from export.runtime import TFLiteRunner
 
 
-def test_batches(dataset_spec, image_shape, data_dir=None, limit=None, batch_size=256, resize=False):
-    """Yields `(float32 images [B, H, W, C] raw pixels, int labels [B])` of the test split.
+def check_image_array(images, image_shape, name="images"):
+    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images."""
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"{name} have shape {list(images.shape)}, the model takes [N, {', '.join(map(str, image_shape))}] "
+            "(images of the size and channels it was made for)"
+        )
+    if len(images) == 0:
+        raise ValueError(f"no {name}: need at least one")
+    return images.astype("float32", copy=False)
 
-    Raises ValueError when the dataset's images are not `image_shape`: a model is
-    evaluated on the images it was made for, never on silently resized ones (`resize`:
-    resized as training did, see `training.data.load_splits_for_model`).
-    """
-    from training.data import load_splits_for_model, make_pipeline, take_sample
 
-    height, width, channels = image_shape
-    splits = load_splits_for_model(dataset_spec, image_shape, data_dir, resize)
-    test = take_sample(splits.test, limit)  # a seeded sample: test splits may be sorted by class
-    for images, labels in make_pipeline(test, (height, width), channels, batch_size):
-        yield np.asarray(images, dtype="float32"), np.asarray(labels)
+def predict_in_batches(predict, images, batch_size=256):
+    """`predict` (float32 `[B, H, W, C]` -> `[B, K]`) over `images`, `batch_size` at a time: `[N, K]`."""
+    return np.concatenate([
+        np.asarray(predict(np.asarray(images[start:start + batch_size], "float32")))
+        for start in range(0, len(images), batch_size)
+    ])
 
 
 def compare_outputs(outputs, reference, labels=None):
@@ -38,25 +48,14 @@ def compare_outputs(outputs, reference, labels=None):
     return result
 
 
-def predict_test_split(predict, dataset_spec, image_shape, data_dir=None, limit=None, resize=False,
-                       keras_model=None):
-    """`predict` (float32 `[B, H, W, C]` -> `[B, ...]`) over the test split of `dataset_spec`, a
-    batch at a time: its outputs, the labels `[N]` and Keras' logits (None without
-    `keras_model`). Raises ValueError when there are no test images."""
-    outputs, labels, reference = [], [], []
-    for images, batch_labels in test_batches(dataset_spec, image_shape, data_dir, limit, resize=resize):
-        outputs.append(predict(images))
-        labels.append(batch_labels)
-        if keras_model is not None:
-            reference.append(np.asarray(keras_model.predict(images, verbose=0)))
-    if not outputs:
-        raise ValueError(f"dataset {dataset_spec!r} has no test images")
-    return np.concatenate(outputs), np.concatenate(labels), np.concatenate(reference) if reference else None
+def keras_logits(keras_model, images, batch_size=256):
+    """The Keras model's outputs `[N, K]` for raw images `[N, H, W, C]`."""
+    return np.asarray(keras_model.predict(np.asarray(images, "float32"), batch_size=batch_size, verbose=0))
 
 
-def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=None, limit=None, num_threads=None,
-                    resize=False):
-    """Evaluates a `.tflite` classifier under LiteRT on the test split of `dataset_spec`.
+def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_threads=None):
+    """Evaluates a `.tflite` classifier under LiteRT on `images` (raw 0..255, `[N, H, W, C]`)
+    with `labels` `[N]`.
 
     Returns a dict with `test_accuracy`, `num_images`, `size_bytes`, `median_latency_ms`
     and `p90_latency_ms` (one batch, usually one image), `agreement_with_keras` and
@@ -65,9 +64,9 @@ def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
     """
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content, num_threads=num_threads)
-    outputs, labels, reference = predict_test_split(
-        runner.predict, dataset_spec, runner.input_shape[1:], data_dir, limit, resize=resize, keras_model=keras_model
-    )
+    images = check_image_array(images, runner.input_shape[1:], "test images")
+    labels = np.asarray(labels)
+    outputs = predict_in_batches(runner.predict, images)
     latency = runner.latency()
     metrics = {
         "test_accuracy": float(np.mean(outputs.argmax(-1) == labels)),
@@ -77,11 +76,10 @@ def evaluate_tflite(tflite_path, dataset_spec, *, data_dir=None, keras_model=Non
         "p90_latency_ms": latency["p90_ms"],
         "batch_size": runner.batch_size,
         "num_threads": runner.num_threads,
-        "dataset": dataset_spec,
         "agreement_with_keras": None,
         "max_logit_error": None,
         "mean_logit_error": None,
     }
     if keras_model is not None:
-        metrics.update(compare_outputs(outputs, reference, labels))
+        metrics.update(compare_outputs(outputs, keras_logits(keras_model, images), labels))
     return metrics

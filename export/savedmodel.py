@@ -28,8 +28,7 @@ class ServingModule:
     def __new__(cls, model, class_names, labels_file, top_k=5, input_dtype="float32"):
         import tensorflow as tf
 
-        from export.calibration import model_image_shape
-        from training.data import prepare_images
+        from keras_vit.images import decode_image, model_image_shape, prepare_images
 
         if input_dtype not in INPUT_DTYPES:
             raise ValueError(f"input dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
@@ -72,9 +71,9 @@ class ServingModule:
             return classify(images)
 
         def decode(data):
-            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+            # The same decoding and resize (bilinear, rounded) as the input pipeline and `keras-vit predict`.
+            image = decode_image(data, channels)
             image.set_shape([None, None, channels])
-            # The same resize (bilinear, float 0..255) as training's input pipeline.
             return prepare_images(image, (height, width), channels)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])

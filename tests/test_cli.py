@@ -149,17 +149,12 @@ def test_evaluate_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--tta flip evaluates a .keras model or training folder, not a .tflite file" in err
     assert len(err.splitlines()) == 1
-    from training.commands.evaluate import evaluate_keras
-
-    with pytest.raises(ValueError, match=r"tta must be one of \('none', 'flip'\), got 'mirror'"):
-        evaluate_keras(str(tmp_path / "missing.keras"), "digits", tta="mirror")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path / "model.keras"), "--dataset", "digits", "--tta", "mirror"])
+    assert exit_info.value.code == 2 and "argument --tta: invalid choice: 'mirror'" in capsys.readouterr().err
 
 
 def test_command_line_tta_modes_are_the_librarys():
-    from keras_vit.test_time_augmentation import TTA_MODES
-    from training.commands import evaluate
-
-    assert evaluate.TTA_MODES == TTA_MODES
     from training.cli import build_parser
 
     parser = build_parser()

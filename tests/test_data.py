@@ -329,7 +329,7 @@ def test_file_cache_is_reused_by_a_later_pipeline(tmp_path):
 
 def test_pipeline_resizes_before_the_cast_and_rounds_like_prepare_images():
     """uint8 at the model's size until the batch is cast: the values are `prepare_images`' own."""
-    from training.data import prepare_images
+    from keras_vit.images import prepare_images
 
     splits = load_splits("digits")
     images, _ = next(iter(make_pipeline(splits.test, (12, 12), 3, 16, cache_memory_bytes=2**30)))

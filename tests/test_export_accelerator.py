@@ -31,6 +31,7 @@ def work(tmp_path_factory):
 
     from export.bundle import export_modes
     from keras_vit import ViT
+    from training.data import load_splits_for_model, split_arrays
 
     root = tmp_path_factory.mktemp("export_accelerator")
     x, y = _generated_digits()
@@ -46,8 +47,11 @@ def work(tmp_path_factory):
               verbose=0)
     spec = f"npz:{data}"
     folder = root / "all"
-    rows = export_modes(model, str(folder), MODES, spec, CLASS_NAMES, calibration_size=64, report_limit=100,
-                        rounds=1, runs=2, gpu_limit=100, log=lambda *_: None)
+    splits = load_splits_for_model(spec, (28, 28, 1))
+    test_images, test_labels = split_arrays(splits.test, (28, 28, 1), 100)
+    rows = export_modes(model, str(folder), MODES, calibration_images=split_arrays(splits.train, (28, 28, 1), 64)[0],
+                        test_images=test_images, test_labels=test_labels, class_names=CLASS_NAMES,
+                        dataset_name=spec, rounds=1, runs=2, gpu_limit=100, log=lambda *_: None)
     run = root / "run"
     run.mkdir()
     model.save(run / "model.keras")
@@ -150,8 +154,8 @@ def test_unavailable_accelerator_is_reported_with_the_reason(work, tmp_path, mon
 
     reason = f"no Vulkan loader (libvulkan.so.1) for LiteRT's WebGPU accelerator: {accelerator.ENABLE_HINT}"
     monkeypatch.setattr(accelerator, "gpu_accelerator_available", lambda: (False, reason))
-    rows = export_modes(work.model, str(tmp_path / "report"), ("float32",), work.spec, CLASS_NAMES,
-                        report_limit=50, rounds=1, runs=2, log=lambda *_: None)
+    rows = export_modes(work.model, str(tmp_path / "report"), ("float32",), test_images=work.images[:50],
+                        test_labels=work.labels[:50], class_names=CLASS_NAMES, rounds=1, runs=2, log=lambda *_: None)
     assert rows[0]["gpu"]["status"] == "unavailable" and "apt-get install" in rows[0]["gpu"]["message"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "not run (no GPU accelerator here)" in text and "bookworm-backports" in text

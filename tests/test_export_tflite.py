@@ -18,6 +18,14 @@ from conftest import SHARED_DATA
 CLASS_NAMES = [f"digit {i}" for i in range(10)]
 
 
+def _arrays(spec, split="test", count=None, resize=False, shape=(28, 28, 1)):
+    """uint8 images and labels of a split at the model's shape, as the commands hand them to export."""
+    from training.data import load_splits_for_model, split_arrays
+
+    splits = load_splits_for_model(spec, shape, resize=resize)
+    return split_arrays(getattr(splits, split), shape, count)
+
+
 def _generated_digits():
     """scikit-learn's 8x8 digits, bilinearly upscaled to 20x20 and centred in 28x28 like MNIST."""
     import tensorflow as tf
@@ -239,7 +247,8 @@ def test_evaluate_tflite_matches_direct_computation(work):
     from export.evaluate import evaluate_tflite
 
     path = str(work.folder / "model_int8.tflite")
-    metrics = evaluate_tflite(path, work.spec, keras_model=work.model, num_threads=1)
+    test_images, test_labels = _arrays(work.spec)
+    metrics = evaluate_tflite(path, test_images, test_labels, keras_model=work.model, num_threads=1)
     images, labels = work.gen
     if work.mnist is not None:  # the test split: the generated digits, then the MNIST slice
         images, labels = np.concatenate([images, work.mnist[0]]), np.concatenate([labels, work.mnist[1]])
@@ -247,9 +256,9 @@ def test_evaluate_tflite_matches_direct_computation(work):
     assert metrics["num_images"] == len(labels)
     assert metrics["test_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels))
     assert metrics["agreement_with_keras"] >= 0.97
-    assert evaluate_tflite(path, work.spec, limit=300, num_threads=1)["num_images"] == 300
+    assert evaluate_tflite(path, *_arrays(work.spec, count=300), num_threads=1)["num_images"] == 300
     assert metrics["size_bytes"] == os.path.getsize(path) and metrics["median_latency_ms"] > 0
-    assert evaluate_tflite(path, work.spec, limit=10)["agreement_with_keras"] is None
+    assert evaluate_tflite(path, *_arrays(work.spec, count=10))["agreement_with_keras"] is None
 
 
 def test_profile_times_every_op(work):
@@ -301,9 +310,9 @@ def test_int8_without_calibration_data(work, tmp_path, capsys):
     source = tmp_path / "model.keras"
     source.write_bytes((work.run / "model.keras").read_bytes())  # no config.json: no dataset
     status, err = _cli(["export", str(source), "--mode", "int8", "--output", str(tmp_path / "m.tflite")], capsys)
-    assert status == 2 and "needs calibration images" in err and "--dataset" in err
+    assert status == 2 and "calibration images" in err and "--dataset SPEC is needed" in err
     status, err = _cli(["export", str(source), "--mode", "all", "--output", str(tmp_path / "all")], capsys)
-    assert status == 2 and "need calibration images" in err
+    assert status == 2 and "calibration images" in err and "--dataset SPEC is needed" in err
     assert _leftovers(tmp_path) == [] and not (tmp_path / "all").exists()
 
 
@@ -320,19 +329,23 @@ def test_single_mode_export_writes_file_and_labels(work, tmp_path, capsys):
 def test_evaluate_errors(work, tmp_path):
     from export.evaluate import evaluate_tflite
 
+    images, labels = _arrays(work.spec, count=10)
     with pytest.raises(ValueError, match="TFLite model not found"):
-        evaluate_tflite(str(tmp_path / "missing.tflite"), work.spec)
+        evaluate_tflite(str(tmp_path / "missing.tflite"), images, labels)
     corrupt = tmp_path / "corrupt.tflite"
     corrupt.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a valid .tflite file"):
-        evaluate_tflite(str(corrupt), work.spec)
+        evaluate_tflite(str(corrupt), images, labels)
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(_content(work, "float32")[:2000])
     with pytest.raises(ValueError, match="LiteRT cannot load|not a valid"):
-        evaluate_tflite(str(truncated), work.spec)
-    # 8x8 digits are not the 28x28 images the model takes.
+        evaluate_tflite(str(truncated), images, labels)
+    # 8x8 digits are not the 28x28 images the model takes: refused where they are loaded...
     with pytest.raises(ValueError, match=r"images of size 8x8x1.*takes 28x28x1"):
-        evaluate_tflite(str(work.folder / "model_float32.tflite"), "digits")
+        _arrays("digits")
+    # ...and by export, which checks the arrays it is given.
+    with pytest.raises(ValueError, match=r"test images have shape \[10, 8, 8, 1\], the model takes \[N, 28, 28, 1\]"):
+        evaluate_tflite(str(work.folder / "model_float32.tflite"), images[:, :8, :8], labels)
 
 
 def test_evaluate_command_on_tflite(work, tmp_path, capsys):
@@ -347,7 +360,7 @@ def test_resize_is_opt_in_or_the_models_own_training_data(work, tmp_path, capsys
 
     tflite = str(work.folder / "model_float32.tflite")
     # Asked for: the 8x8 digits are resized to the model's 28x28, for Keras and LiteRT alike.
-    metrics = evaluate_tflite(tflite, "digits", resize=True, keras_model=work.model)
+    metrics = evaluate_tflite(tflite, *_arrays("digits", resize=True), keras_model=work.model)
     assert metrics["num_images"] == 360 and metrics["agreement_with_keras"] == 1.0
     assert metrics["max_logit_error"] < 1e-4
     status, err = _cli(["evaluate", tflite, "--dataset", "digits"], capsys)
@@ -364,11 +377,10 @@ def test_resize_is_opt_in_or_the_models_own_training_data(work, tmp_path, capsys
 
 def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
     from export.analysis import analyze_ops
-    from export.calibration import calibration_images
     from export.runtime import TFLiteRunner
     from export.tflite import convert
 
-    calibration = calibration_images(work.spec, (28, 28, 1), 100)
+    calibration, _ = _arrays(work.spec, "train", 100)
     content = convert(work.model, "int8", calibration, input_type="uint8", float_fallback=("attention", "gelu"))
     facts = analyze_ops(content)
     assert not facts["fully_integer"]
@@ -385,16 +397,22 @@ def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
 
 
 def test_calibration_images_come_from_training_split_and_check_size(work):
-    from export.calibration import calibration_images
+    from keras_vit.images import model_image_shape
+    from training.evaluation import ModelData, model_data
 
-    images = calibration_images(work.spec, (28, 28, 1), 50)
-    assert images.shape == (50, 28, 28, 1) and images.dtype == np.float32
+    data = model_data(str(work.run), model_image_shape(work.model), work.spec)
+    assert isinstance(data, ModelData) and data.image_shape == (28, 28, 1)
+    images = data.calibration_arrays(50)
+    assert images.shape == (50, 28, 28, 1) and images.dtype == np.uint8
     assert images.max() > 100  # raw 0..255 pixels, not rescaled
-    with np.load(str(work.spec.split(":", 1)[1])) as data:
-        train = {image.tobytes() for image in data["x_train"].astype("float32")}
+    with np.load(str(work.spec.split(":", 1)[1])) as arrays:
+        train = {image.tobytes() for image in arrays["x_train"]}
     assert all(image.tobytes() in train for image in images)
+    np.testing.assert_array_equal(data.calibration_arrays(50), images)  # seeded: the same sample each time
     with pytest.raises(ValueError, match="images of size 8x8x1.*28x28x1"):
-        calibration_images("digits", (28, 28, 1), 10)
+        model_data(str(work.run), (28, 28, 1), "digits")
+    with pytest.raises(ValueError, match="calibration size must be at least 1"):
+        data.calibration_arrays(0)
 
 
 def test_int8_per_tensor_weights_are_smaller_and_agree(work):
@@ -403,11 +421,10 @@ def test_int8_per_tensor_weights_are_smaller_and_agree(work):
     from tensorflow.lite.tools import flatbuffer_utils
 
     from export.analysis import analyze_ops
-    from export.calibration import calibration_images
     from export.runtime import TFLiteRunner
     from export.tflite import convert
 
-    calibration = calibration_images(work.spec, (28, 28, 1), 100)
+    calibration, _ = _arrays(work.spec, "train", 100)
     per_channel = _content(work, "int8")
     per_tensor = convert(work.model, "int8", calibration, input_type="uint8", weight_granularity="tensor")
     assert analyze_ops(per_tensor)["fully_integer"]
@@ -488,8 +505,9 @@ def test_flip_averaged_export_report_compares_with_flip_averaged_keras(work, tmp
     from export.bundle import export_modes
 
     folder = tmp_path / "report"
-    rows = export_modes(work.model, str(folder), ("float32",), work.spec, CLASS_NAMES, report_limit=100,
-                        rounds=1, runs=2, tta="flip")
+    test_images, test_labels = _arrays(work.spec, count=100)
+    rows = export_modes(work.model, str(folder), ("float32",), test_images=test_images, test_labels=test_labels,
+                        class_names=CLASS_NAMES, dataset_name=work.spec, rounds=1, runs=2, tta="flip")
     report = json_module.loads((folder / "report.json").read_text())
     assert report["context"]["test-time augmentation"] == "flip"
     assert rows[0]["max_logit_error"] < 1e-4 and rows[0]["agreement_with_keras"] == 1.0

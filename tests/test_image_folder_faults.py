@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from training.data import decode_image_file, load_splits, make_pipeline
+from keras_vit.images import decode_image_file
+from training.data import load_splits, make_pipeline
 
 SIZE = (12, 10)  # height, width of the test images
 

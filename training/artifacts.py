@@ -49,6 +49,17 @@ def load_keras_model(source, compile=False, float32=False):
     return model
 
 
+def load_model_and_class_names(source):
+    """The float32 Keras model at `source` (mixed-precision models export and predict in float32)
+    and its class names. Raises ValueError when the saved names do not match its outputs."""
+    model = load_keras_model(source, float32=True)
+    num_classes = int(model.outputs[0].shape[-1])
+    names = load_class_names(source, num_classes)
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names saved with {source}, but the model has {num_classes} outputs")
+    return model, names
+
+
 def read_training_config(source):
     """The training `config.json` beside a model (folder or `.keras` file), or `{}` if none."""
     folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))

@@ -1,26 +1,27 @@
 """The `keras-vit` command line: one sub-command module per job.
 
-Each module in `training.commands` has `register(subparsers)`, which adds its
-parser and sets `func`. Errors a user can fix (bad paths, specs, shapes) are
-printed as one line, without a traceback, with exit status 2.
+Each module in `training.commands` has `register(subparsers)`, which adds its parser and
+sets `func`; commands parse arguments and call library functions. The library raises
+ValueError (or FileNotFoundError, PermissionError, ...) with a message at every place that
+checks user input: those are printed as one line, without a traceback, with exit status 2.
+Anything else is a bug and shows its traceback. `KERAS_VIT_DEBUG=1` shows the traceback of
+the one-line errors too.
 """
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
 from training.memory import OutOfMemoryError
 
-COMMANDS = ("presets", "train", "evaluate", "export", "explain")
+COMMANDS = ("presets", "train", "predict", "evaluate", "export", "explain")
 
-
-class CommandError(Exception):
-    """An error in what the user asked for; printed as one line by the command line."""
-
-
-# Exceptions that describe bad input rather than a bug in keras-vit.
-USER_ERRORS = (CommandError, ValueError, TypeError, KeyError, FileNotFoundError, OSError, IsADirectoryError)
+# Exceptions that the library raises for bad input (a path, a spec, a shape, a value).
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, OutOfMemoryError)
+# Errors of the machine rather than of keras-vit: a full disk, a read-only file system.
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -49,10 +50,11 @@ def build_parser():
 
 def _one_line(error):
     message = str(error).strip().splitlines()
-    message = message[0] if message else type(error).__name__
-    if isinstance(error, KeyError):
-        message = message.strip("'\"")
-    return message
+    return message[0] if message else type(error).__name__
+
+
+def _is_user_error(error):
+    return isinstance(error, USER_ERRORS) or (isinstance(error, OSError) and error.errno in MACHINE_ERRNOS)
 
 
 def main(argv=None):
@@ -67,8 +69,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("keras-vit: interrupted", file=sys.stderr)
         return 130
-    except (*USER_ERRORS, OutOfMemoryError) as error:
-        if os.environ.get("KERAS_VIT_DEBUG"):
+    except Exception as error:
+        if not _is_user_error(error) or os.environ.get("KERAS_VIT_DEBUG"):
             raise
         print(f"keras-vit {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2

@@ -4,11 +4,7 @@ import dataclasses
 import json
 import os
 
-# The optimizers `training.optimization.make_optimizer` builds.
-OPTIMIZERS = ("adamw", "sgd")
-
-# What may fill the padding of random crops (`training.augment.RandomCropPerImage`).
-CROP_FILLS = ("reflect", "zeros")
+from training.choices import CROP_FILLS, JIT_COMPILE, KEEP_MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES
 
 # ViT constructor arguments a user may override on top of a preset.
 MODEL_FIELDS = (
@@ -99,8 +95,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.keep_model not in ("best", "last"):
-            raise ValueError(f"keep_model must be 'best' or 'last', got {self.keep_model!r}")
+        if self.keep_model not in KEEP_MODELS:
+            raise ValueError(f"keep_model must be {' or '.join(map(repr, KEEP_MODELS))}, got {self.keep_model!r}")
         if self.backup_every < 1 or self.backup_seconds < 0:
             raise ValueError(
                 f"backups need backup_every >= 1 step and backup_seconds >= 0, got {self.backup_every} and {self.backup_seconds}"
@@ -109,6 +105,9 @@ class TrainConfig:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
+        for name, choices in (("strategy", STRATEGIES), ("precision", PRECISIONS), ("jit_compile", JIT_COMPILE)):
+            if str(getattr(self, name)).lower() not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if not 0.0 <= self.momentum < 1.0:

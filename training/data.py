@@ -19,13 +19,12 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from training.image_folder import IMAGE_EXTENSIONS, decode_image_file, list_image_folder
+from training.image_folder import list_image_folder
 from training.pipeline import (
     ArraySource,
     FileSource,
     TfdsSource,
     make_pipeline,
-    prepare_images,
     shard_options,
     source_of,
     worker_shard,
@@ -33,8 +32,8 @@ from training.pipeline import (
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 __all__ = [
-    "DatasetInfo", "IMAGE_EXTENSIONS", "NPZ_KEYS", "Splits", "check_labels", "decode_image_file", "load_splits",
-    "load_splits_for_model", "make_pipeline", "prepare_images", "read_npz", "shard_options", "stratified_split",
+    "DatasetInfo", "NPZ_KEYS", "Splits", "check_labels", "load_splits",
+    "load_splits_for_model", "make_pipeline", "read_npz", "split_arrays", "shard_options", "stratified_split",
     "take_sample", "worker_shard",
 ]
 
@@ -132,6 +131,26 @@ def load_splits_for_model(spec, image_shape, data_dir=None, resize=False):
             + ("" if resize or shape[-1] != channels else ", or --resize to resize them as training does")
         )
     return splits
+
+
+def split_arrays(split, image_shape, count=None, seed=0, batch_size=256):
+    """A split as arrays: uint8 images `[N, H, W, C]` and int64 labels `[N]`.
+
+    The images are prepared to `image_shape` `(H, W, C)` exactly as the training pipeline
+    prepares them; `count`: a seeded sample of that many (`take_sample`), else all of them.
+    This is how commands hand a dataset to `export` (calibration images, test images),
+    which takes arrays and knows nothing of dataset specs. Raises ValueError when the split
+    holds no images.
+    """
+    height, width, channels = image_shape
+    images, labels = [], []
+    for batch, batch_labels in make_pipeline(take_sample(split, count, seed), (height, width), channels, batch_size):
+        # Whole pixel values in 0..255 (prepare_images rounds): uint8 holds them exactly, in a quarter of the bytes.
+        images.append(np.asarray(batch).astype("uint8"))
+        labels.append(np.asarray(batch_labels, dtype="int64"))
+    if not images:
+        raise ValueError("the split holds no images")
+    return np.concatenate(images), np.concatenate(labels)
 
 
 # --- array sources -----------------------------------------------------------------

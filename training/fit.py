@@ -110,7 +110,6 @@ def train(config, verbose=1):
     strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
-    os.makedirs(output, exist_ok=True)
     if chief:
         _check_resumable(output, config)
 
@@ -202,6 +201,8 @@ def train(config, verbose=1):
             steps_per_execution=config.steps_per_execution,
         )
 
+    # Only now, with the data read and the model built: a run refused for bad input leaves no folder.
+    os.makedirs(output, exist_ok=True)
     if chief:
         record = config.to_dict()
         # The keys of RUN_RECORD_KEYS, which `read_config_file` drops again.
@@ -300,6 +301,11 @@ def train(config, verbose=1):
     history_path = os.path.join(output, "history.csv")
     if os.path.exists(history_path):
         plot_curves(history_path, os.path.join(output, "curves.png"))
+    if config.export_tflite:
+        from training.export_after_training import export_tflite_after_training
+
+        export_tflite_after_training(output, splits, config.dataset, config.limit_test,
+                                     log=print if verbose else lambda *_: None)
     return metrics
 
 

@@ -8,8 +8,8 @@ files and formats it cannot decode (or decodes wrongly: palette and 1-bit BMPs).
 warning line on stderr naming them, and decides the channel count from every image
 (3 if any is in color).
 
-What `tf.io.decode_image` does with the odd files that remain, and how `decode_image`
-handles each (checked in tests/test_image_folder_faults.py):
+What `tf.io.decode_image` does with the odd files that remain, and how
+`keras_vit.images.decode_image` handles each (checked in tests/test_image_folder_faults.py):
 
     CMYK (and YCCK) JPEG    decoded to RGB by TensorFlow
     16-bit PNG              reduced to 8 bits by TensorFlow (value >> 8)
@@ -27,9 +27,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.images import IMAGE_EXTENSIONS, decode_image_file
 from training.image_scan import scan_images
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # What tf.io.decode_image reads, by content (a PNG named .jpg decodes fine).
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP") + (("WEBP",) if hasattr(tf.io, "decode_webp") else ())
 # Files named in a warning line before "and N more".
@@ -128,54 +128,3 @@ def list_image_folder(path, verify=False):
     sizes = collections.Counter(check.size for check in good if check.size)
     size = sizes.most_common(1)[0][0] if sizes else None
     return class_names, np.array(files, dtype=object)[keep], labels[keep], channels, size
-
-
-# --- decoding ---------------------------------------------------------------------------
-
-
-def decode_image(data, channels, image_size=None):
-    """Decodes encoded image bytes into uint8 `[H, W, channels]` (`channels` 0 keeps the file's).
-
-    `image_size` `(height, width)`: bilinear resize, rounded back to uint8.
-    """
-    if channels == 1:
-        # GIF, BMP and CMYK JPEG refuse channels=1: decode what the file holds, then reduce.
-        image = tf.io.decode_image(data, channels=0, expand_animations=False)
-        image = tf.cond(
-            tf.shape(image)[-1] >= 3,
-            lambda: _luminance(image[..., :3]),
-            lambda: image[..., :1],  # gray, or gray + alpha
-        )
-        image.set_shape([None, None, 1])
-    else:
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    if image_size is not None:
-        image = resize_uint8(image, image_size)
-    return image
-
-
-def decode_image_file(path, channels, image_size=None):
-    """Reads one image file into uint8 `[H, W, C]`, resized to `image_size` if given (see `decode_image`)."""
-    return decode_image(tf.io.read_file(path), channels, image_size)
-
-
-def _luminance(rgb):
-    gray = tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))
-    return tf.cast(tf.clip_by_value(tf.round(gray), 0, 255), tf.uint8)
-
-
-def resize_uint8(image, image_size):
-    """Bilinear resize of uint8 `[H, W, C]` (or `[B, H, W, C]`), rounded; images of that size pass unchanged."""
-    image_size = tuple(int(s) for s in image_size)
-
-    def resize():
-        resized = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    static = tuple(image.shape[-3:-1])
-    if None not in static:
-        return image if static == image_size else resize()
-    same = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], image_size))
-    result = tf.cond(same, lambda: image, resize)
-    result.set_shape(image.shape[:-3].concatenate([*image_size, image.shape[-1]]))
-    return result

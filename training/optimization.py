@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from training.config import OPTIMIZERS
+from training.choices import OPTIMIZERS
 
 # The classification layer of `keras_vit.ViT` (keras_vit/model.py names it so).
 HEAD_LAYER = "head"

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from training.image_folder import decode_image_file, resize_uint8
+from keras_vit.images import decode_image_file, prepare_images, resize_uint8
 
 # Bytes of decoded images a shuffle buffer may hold (about 440 images of 224x224x3)...
 SHUFFLE_BUFFER_BYTES = 64 * 2**20
@@ -223,37 +223,15 @@ def worker_shard(tf_config=None):
     workers by index; for `load_splits(shard=...)`.
     """
     if tf_config is None:
-        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        from training.strategy import read_tf_config
+
+        tf_config = read_tf_config()
     cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
     chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
     if chiefs + workers <= 1 or task.get("type") not in ("chief", "worker"):
         return None
     index = int(task.get("index", 0)) + (chiefs if task["type"] == "worker" else 0)
     return chiefs + workers, index
-
-
-def prepare_images(images, image_size, channels):
-    """Raw images to float32 0..255 of `image_size` and `channels`, as the model takes them.
-
-    Works on `[H, W, C]` or `[B, H, W, C]`; 1 -> 3 channels repeats the gray level,
-    3 -> 1 takes the luminance. A resize (bilinear) or luminance is rounded to whole
-    pixel values, so that the result is what the pipeline's uint8 cache holds.
-    """
-    images = tf.cast(images, tf.float32)
-    have = images.shape[-1]
-    fractional = False  # whether a step can leave fractions of a pixel value
-    if have != channels:
-        if have == 1 and channels == 3:
-            images = tf.image.grayscale_to_rgb(images)
-        elif have == 3 and channels == 1:
-            images, fractional = tf.image.rgb_to_grayscale(images), True
-        else:
-            raise ValueError(f"cannot convert images with {have} channels to {channels} channels")
-    if tuple(images.shape[-3:-1]) != tuple(image_size):
-        images, fractional = tf.image.resize(images, image_size, method="bilinear"), True
-    if fractional:
-        images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
-    return images
 
 
 def _to_model_uint8(image, image_size, channels):
@@ -375,7 +353,9 @@ def _cache_path(prefix, source, element_shape):
     """A cache file prefix per split, image shape and worker, so that no run reads another split's cache."""
     key = source.fingerprint if source is not None and source.fingerprint else "dataset"
     # Workers of one machine given the same prefix must not write the same validation cache.
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    from training.strategy import read_tf_config
+
+    task = read_tf_config().get("task", {})
     worker = f"-{task.get('type', 'worker')}{task.get('index', 0)}" if task else ""
     digest = hashlib.sha1(f"{key}-{element_shape}".encode()).hexdigest()[:16] + worker
     path = f"{prefix}-{digest}"

@@ -5,8 +5,8 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+from training.choices import PRECISIONS, STRATEGIES
+
 # CPU flags of bfloat16 arithmetic, with which oneDNN runs bf16 matmuls faster than float32
 # (ViT fit 1.29-1.58x on AVX512-BF16; BENCHMARKS.md section 1). Without them bf16 is emulated.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -22,8 +22,21 @@ def read_tf_config():
     except json.JSONDecodeError as error:
         raise ValueError(f"TF_CONFIG is not valid JSON ({error}); expected e.g. "
                          '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+    example = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
     if not isinstance(config, dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object, got {type(config).__name__}")
+        raise ValueError(f"TF_CONFIG must be a JSON object like {example}, got {type(config).__name__}")
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
+        raise ValueError(f"TF_CONFIG's cluster must map job names to lists of host:port, like {example}")
+    if not isinstance(task, dict):
+        raise ValueError(f"TF_CONFIG's task must be an object like {example}")
+    if task:
+        kind, index = task.get("type"), task.get("index", 0)
+        if kind not in cluster:
+            raise ValueError(f"TF_CONFIG's task type {kind!r} is not a job of its cluster ({', '.join(cluster) or 'none'})")
+        if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+            raise ValueError(f"TF_CONFIG's task index {index!r} is not one of the {len(cluster[kind])} {kind} "
+                             f"addresses (0..{len(cluster[kind]) - 1})")
     return config
 
 

@@ -31,13 +31,13 @@ def main():
     args = parser.parse_args()
 
     import export.tflite as tflite
-    from export.calibration import calibration_images, model_image_shape
     from export.report import measure_latencies
-    from training.artifacts import load_keras_model, read_training_config
+    from keras_vit.images import model_image_shape
+    from training.artifacts import load_keras_model
+    from training.evaluation import model_data
 
     model = load_keras_model(args.source, float32=True)
-    spec = read_training_config(args.source)["dataset"]
-    calibration = calibration_images(spec, model_image_shape(model), 200, resize=True)
+    calibration = model_data(args.source, model_image_shape(model)).calibration_arrays(200).astype("float32")
     save = tflite.save_inference_savedmodel
     contents = {}
     for name, mode, attention, normalization in VARIANTS:

@@ -28,12 +28,14 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from export.calibration import calibration_images, model_image_shape
     from export.tflite import save_inference_savedmodel
+    from keras_vit.images import model_image_shape
     from training.artifacts import load_keras_model
+    from training.evaluation import model_data
 
     model = load_keras_model(args.source)
-    images = calibration_images(args.dataset, model_image_shape(model), args.calibration_size)
+    data = model_data(args.source, model_image_shape(model), args.dataset)
+    images = data.calibration_arrays(args.calibration_size).astype("float32")
     with tempfile.TemporaryDirectory() as folder:
         save_inference_savedmodel(model, folder, graph=args.graph, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)

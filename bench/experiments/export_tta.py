@@ -31,21 +31,20 @@ def main():
 
     import numpy as np
 
-    from export.calibration import calibration_images, model_image_shape
-    from export.evaluate import compare_outputs, test_batches
+    from export.evaluate import compare_outputs
     from export.report import measure_latencies
     from export.runtime import TFLiteRunner
     from export.tflite import convert
     from keras_vit import flip_averaged
-    from training.artifacts import load_keras_model, read_training_config
+    from keras_vit.images import model_image_shape
+    from training.artifacts import load_keras_model
+    from training.evaluation import model_data
 
-    dataset = args.dataset or read_training_config(args.source).get("dataset")
-    if not dataset:
-        parser.error("--dataset is needed: no training config.json beside the model names one")
     model = load_keras_model(args.source, float32=True)
-    shape = model_image_shape(model)
-    calibration = calibration_images(dataset, shape, args.calibration_size, resize=True)
-    images, labels = map(np.concatenate, zip(*test_batches(dataset, shape, limit=args.limit, resize=True)))
+    data = model_data(args.source, model_image_shape(model), args.dataset, resize=True)
+    calibration = data.calibration_arrays(args.calibration_size).astype("float32")
+    images, labels = data.test_arrays(args.limit)
+    images = images.astype("float32")
     references = {
         "none": model.predict(images, batch_size=256, verbose=0),
         "flip": flip_averaged(model).predict(images, batch_size=256, verbose=0),

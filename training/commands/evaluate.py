@@ -3,9 +3,7 @@
 import os
 import sys
 
-# keras_vit.test_time_augmentation.TTA_MODES (tests/test_cli.py checks), named here so that
-# building the parser does not import Keras.
-TTA_MODES = ("none", "flip")
+from training.choices import ACCELERATORS, TTA_MODES
 
 
 def register(subparsers):
@@ -16,7 +14,7 @@ def register(subparsers):
     parser.add_argument("--keras-model", dest="keras_model", help="(.tflite) Keras model to measure agreement with")
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of N test images")
     parser.add_argument("--threads", type=int, help="(.tflite) interpreter threads")
-    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="cpu",
                         help="(.tflite) cpu: the LiteRT interpreter (XNNPACK); gpu: LiteRT's GPU accelerator, run in a "
                         "child process (an abort is reported, not fatal) and compared with the CPU interpreter; "
                         "without a GPU it needs Mesa >= 25's lavapipe Vulkan driver (export.accelerator)")
@@ -31,90 +29,47 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def evaluate_keras(source, spec, data_dir=None, limit=None, batch_size=64, tta="none"):
-    """Test accuracy and loss of a Keras model on a dataset spec's test split.
-
-    `tta="flip"` scores the mean class probabilities of each image and its mirror image
-    (`keras_vit.flip_averaged`).
-    """
-    import keras
-
-    from keras_vit.test_time_augmentation import check_tta
-    from training.artifacts import load_keras_model
-    from training.data import load_splits, make_pipeline, take_sample
-
-    check_tta(tta)
-    model = load_keras_model(source)
-    if tta == "flip":
-        from keras_vit import flip_averaged
-
-        model = flip_averaged(model)
-    height, width, channels = model.input_shape[1:]
-    splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
-    num_classes = model.output_shape[-1]
-    if splits.info.num_classes > num_classes:
-        raise ValueError(
-            f"dataset {spec} has {splits.info.num_classes} classes, the model only {num_classes}"
-        )
-    test = take_sample(splits.test, limit)
-    data = make_pipeline(test, (height, width), channels, batch_size, num_classes=num_classes)
-    model.compile(
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    loss, accuracy = model.evaluate(data, verbose=0)
-    return {
-        "test_accuracy": float(accuracy), "test_loss": float(loss), "num_params": int(model.count_params()),
-        "dataset": spec, "tta": tta,
-    }
-
-
-def note_if_trained_without_flip(training_config, tta, command):
-    """Notes on stderr that flip averaging is asked of a model trained without `--flip`."""
-    if tta == "flip" and training_config.get("flip") is False:
-        # Allowed (the data may be mirror-symmetric), but rarely what the user meant.
-        print(f"keras-vit {command}: note: the model was trained without --flip; mirror images may score "
-              "lower (digits do)", file=sys.stderr)
-
-
 def run(args):
-    from training.artifacts import read_training_config, write_json_atomic
+    from keras_vit.images import model_image_shape
+    from training.artifacts import load_keras_model, write_json_atomic
+    from training.evaluation import evaluate_keras, model_data, note_if_trained_without_flip
 
-    training_config = read_training_config(args.model)
-    trained_on = training_config.get("dataset")
-    if args.keras_model and not trained_on:
-        trained_on = read_training_config(args.keras_model).get("dataset")
-    spec = args.dataset or trained_on
-    if not spec:
-        raise ValueError("--dataset is needed: no training config.json beside the model names one")
-    if args.model.endswith(".tflite"):
-        if args.tta != "none":
-            raise ValueError(f"--tta {args.tta} evaluates a .keras model or training folder, not a .tflite file "
-                             f"(`keras-vit export --tta {args.tta}` puts the averaging into the .tflite)")
-        from export.evaluate import evaluate_tflite
+    tflite = args.model.endswith(".tflite")
+    if tflite and args.tta != "none":
+        raise ValueError(f"--tta {args.tta} evaluates a .keras model or training folder, not a .tflite file "
+                         f"(`keras-vit export --tta {args.tta}` puts the averaging into the .tflite)")
+    if not tflite and args.accelerator != "cpu":
+        raise ValueError("--accelerator applies to a .tflite file")
+    if tflite:
+        from export.analysis import read_tflite
+        from export.runtime import TFLiteRunner
 
+        image_shape = TFLiteRunner(read_tflite(args.model)).input_shape[1:]
         keras_model = None
         if args.keras_model:
-            from training.artifacts import load_keras_model
-
             keras_model = load_keras_model(args.keras_model, float32=True)  # what the export was made from
+        data = model_data(args.model, image_shape, args.dataset, args.data_dir, args.resize,
+                          trained_with=args.keras_model)
+        images, labels = data.test_arrays(args.limit)
         if args.accelerator == "gpu":
             from export.accelerator import evaluate_on_gpu
 
-            metrics = evaluate_on_gpu(
-                args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
-                resize=bool(args.resize or spec == trained_on),
-            )
+            metrics = evaluate_on_gpu(args.model, images, labels, keras_model=keras_model)
         else:
-            metrics = evaluate_tflite(
-                args.model, spec, data_dir=args.data_dir, keras_model=keras_model, limit=args.limit,
-                num_threads=args.threads, resize=bool(args.resize or spec == trained_on),
-            )
+            from export.evaluate import evaluate_tflite
+
+            metrics = evaluate_tflite(args.model, images, labels, keras_model=keras_model, num_threads=args.threads)
+        metrics["dataset"] = data.spec
     else:
-        if args.accelerator != "cpu":
-            raise ValueError("--accelerator applies to a .tflite file")
-        note_if_trained_without_flip(training_config, args.tta, "evaluate")
-        metrics = evaluate_keras(args.model, spec, data_dir=args.data_dir, limit=args.limit, tta=args.tta)
+        note_if_trained_without_flip(args.model, args.tta, "evaluate")
+        model = load_keras_model(args.model)
+        if args.tta == "flip":
+            from keras_vit import flip_averaged
+
+            model = flip_averaged(model)
+        data = model_data(args.model, model_image_shape(model), args.dataset, args.data_dir, resize=True)
+        metrics = evaluate_keras(model, data, limit=args.limit)
+        metrics["tta"] = args.tta
     for key, value in metrics.items():
         print(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
     folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))

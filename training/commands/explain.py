@@ -30,61 +30,12 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def load_image_files(paths, image_size, channels, resize=False):
-    """Reads PNG/JPEG files into raw uint8 `[N, H, W, C]`; a size other than the model's is an error unless `resize`."""
-    import numpy as np
-    import tensorflow as tf
-
-    from training.data import decode_image_file
-
-    images = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}")
-        try:
-            image = decode_image_file(path, channels, None)
-        except tf.errors.OpError:
-            raise ValueError(f"{path} is not a readable PNG, JPEG, BMP or GIF image") from None
-        if tuple(image.shape[:2]) != tuple(image_size):
-            if not resize:
-                raise ValueError(
-                    f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
-                    f"{image_size[1]}x{image_size[0]}; pass --resize to resize it"
-                )
-            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, image_size)), 0, 255), tf.uint8)
-        images.append(image.numpy())
-    return np.stack(images)
-
-
-def load_dataset_images(spec, count, image_size, channels, resize=False):
-    """The first `count` test images of a dataset spec: uint8 `[N, H, W, C]`, labels, class names."""
-    import numpy as np
-    import tensorflow as tf
-
-    from training.data import load_splits, prepare_images
-
-    if count < 1:
-        raise ValueError(f"--count must be at least 1, got {count}")
-    splits = load_splits(spec, image_size=tuple(image_size))
-    images, labels = [], []
-    for image, label in splits.test.take(count):
-        if tuple(image.shape[:2]) != tuple(image_size) and not resize:
-            raise ValueError(
-                f"{spec} has {image.shape[1]}x{image.shape[0]} images but the model takes "
-                f"{image_size[1]}x{image_size[0]}; pass --resize to resize them"
-            )
-        prepared = prepare_images(image, tuple(image_size), channels)
-        images.append(tf.cast(tf.clip_by_value(tf.round(prepared), 0, 255), tf.uint8).numpy())
-        labels.append(int(label))
-    if not images:
-        raise ValueError(f"{spec} has no test images")
-    return np.stack(images), np.array(labels), splits.info.class_names
-
-
 def run(args):
     from keras_vit.explain import Explainer, parse_methods, render_explanations
     from keras_vit.explain.maps import check_vit
+    from keras_vit.images import load_image_files
     from training.artifacts import load_class_names, load_keras_model
+    from training.evaluation import model_data
 
     methods = parse_methods(args.method)
     if not args.output.lower().endswith(".png"):
@@ -102,10 +53,12 @@ def run(args):
     class_names = load_class_names(args.model)
     labels = None
     if args.dataset:
-        images, labels, dataset_names = load_dataset_images(
-            args.dataset, args.count, model.image_size, model.channels, args.resize
-        )
-        class_names = class_names or dataset_names
+        if args.count < 1:
+            raise ValueError(f"--count must be at least 1, got {args.count}")
+        data = model_data(args.model, (*model.image_size, model.channels), args.dataset, resize=args.resize)
+        # A seeded sample: test splits are often sorted by class, so the first N would be one class.
+        images, labels = data.test_arrays(args.count)
+        class_names = class_names or data.splits.info.class_names
     else:
         images = load_image_files(args.images, model.image_size, model.channels, args.resize)
     if class_names is None or len(class_names) != model.num_classes:

@@ -1,14 +1,14 @@
 """`keras-vit export`: a trained model to a serving SavedModel or to TFLite/LiteRT files."""
 
-import os
 import sys
 
-FORMATS = ("savedmodel", "tflite")
+from training.choices import EXPORT_FORMATS, TTA_MODES
 
 
 def register(subparsers):
+    from export.graph import GRAPHS
+    from export.savedmodel import INPUT_DTYPES
     from export.tflite import IO_TYPES, MODES, WEIGHT_GRANULARITIES
-    from training.commands.evaluate import TTA_MODES
 
     parser = subparsers.add_parser(
         "export",
@@ -17,7 +17,7 @@ def register(subparsers):
         "every mode into the --output folder with report.md and report.json.",
     )
     parser.add_argument("source", help=".keras file or training output folder")
-    parser.add_argument("--format", choices=FORMATS, default="tflite")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="tflite")
     parser.add_argument("--mode", default="float32", help=f"{' | '.join(MODES)} | all (tflite; default float32)")
     parser.add_argument("--dataset", help="dataset spec: calibration (training split) and report (test split); "
                         "defaults to the training config's")
@@ -30,7 +30,7 @@ def register(subparsers):
                         help="input type of the int8 model (default uint8: raw pixels, exact)")
     parser.add_argument("--int8-output", dest="int8_output", choices=IO_TYPES, default="float32",
                         help="output type of the int8 model (default float32)")
-    parser.add_argument("--graph", choices=("auto", "keras", "folded"), default="auto",
+    parser.add_argument("--graph", choices=("auto", *GRAPHS), default="auto",
                         help="auto: the folded graph (export.graph) for a keras_vit ViT, else the Keras model's")
     parser.add_argument("--float-fallback", dest="float_fallback", default="",
                         help="int8: comma list of parts kept float (attention, gelu); faster on CPU, "
@@ -49,7 +49,7 @@ def register(subparsers):
                         help="(--mode all) do not run the files on LiteRT's GPU accelerator for the report "
                         "(it runs each in a child process where Vulkan is available; see export.accelerator)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="(savedmodel) top classes returned")
-    parser.add_argument("--input-dtype", dest="input_dtype", choices=("float32", "uint8"), default="float32",
+    parser.add_argument("--input-dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32",
                         help="(savedmodel) dtype of the serving_default images")
     parser.set_defaults(func=run)
 
@@ -58,21 +58,11 @@ def _fallback(args):
     return tuple(part.strip() for part in args.float_fallback.split(",") if part.strip())
 
 
-def _model_and_names(source):
-    from training.artifacts import load_class_names, load_keras_model
-
-    model = load_keras_model(source, float32=True)  # mixed-precision models export in float32
-    num_classes = int(model.outputs[0].shape[-1])
-    names = load_class_names(source, num_classes)
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names saved with {source}, but the model has {num_classes} outputs")
-    return model, names
-
-
 def run(args):
-    from export.tflite import MODES, check_mode
-    from training.artifacts import read_training_config
-    from training.commands.evaluate import note_if_trained_without_flip
+    from export.tflite import MODES, QUANTIZED_MODES, check_mode
+    from keras_vit.images import model_image_shape
+    from training.artifacts import load_model_and_class_names
+    from training.evaluation import model_data, note_if_trained_without_flip
 
     if args.format == "tflite" and args.mode != "all":
         check_mode(args.mode)
@@ -82,13 +72,8 @@ def run(args):
         raise ValueError(f"--mode {args.mode} applies to --format tflite; a SavedModel is float32")
     if args.format == "tflite" and args.output.endswith(".tflite") and args.mode == "all":
         raise ValueError("--mode all writes a folder: give --output a folder, not a .tflite file")
-    training_config = read_training_config(args.source)
-    trained_on = training_config.get("dataset")
-    dataset = args.dataset or trained_on
-    # The model's own training data may have been resized to its input by the pipeline.
-    resize = bool(args.resize or (dataset and dataset == trained_on))
-    model, names = _model_and_names(args.source)
-    note_if_trained_without_flip(training_config, args.tta, "export")
+    model, names = load_model_and_class_names(args.source)
+    note_if_trained_without_flip(args.source, args.tta, "export")
     averaged = "" if args.tta == "none" else f", averaged with --tta {args.tta}"
 
     if args.format == "savedmodel":
@@ -98,41 +83,32 @@ def run(args):
         print(f"wrote SavedModel {args.output} (signatures serving_default, serving_bytes{averaged})")
         return 0
 
+    modes = MODES if args.mode == "all" else (args.mode,)
+    needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
+    data = None
+    if needs_calibration:  # every quantized mode, and --mode all, which includes them
+        data = model_data(args.source, model_image_shape(model), args.dataset, args.data_dir, args.resize,
+                          needed_for=f"--mode {args.mode} (calibration images from its training split)")
+    calibration = data.calibration_arrays(args.calibration_size) if data else None
+
     if args.mode == "all":
         from export.bundle import export_modes
 
+        test_images, test_labels = data.test_arrays(args.limit)
         rows = export_modes(
-            model, args.output, MODES, dataset, names, args.data_dir, args.calibration_size, args.batch_size,
-            args.graph, args.int8_input, args.int8_output, args.limit,
-            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, resize=resize, tta=args.tta,
+            model, args.output, MODES, calibration_images=calibration, test_images=test_images,
+            test_labels=test_labels, class_names=names, dataset_name=data.spec,
+            batch_size=args.batch_size, graph=args.graph, input_type=args.int8_input, output_type=args.int8_output,
+            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
             gpu_check=args.gpu_check,
         )
-        for row in rows:
-            gpu = row.get("gpu")
-            print(
-                f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
-                f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
-                + (f"  GPU: {gpu['summary'] if gpu['status'] != 'unavailable' else 'not run'}" if gpu else "")
-            )
-        for row in rows:
-            gpu = row.get("gpu")
-            if gpu and gpu["status"] in ("aborted", "failed", "timeout"):
-                print(f"keras-vit export: warning: {row['file']} {gpu['status']} on LiteRT's GPU accelerator "
-                      f"({gpu['message']}): use it on the CPU only (report.md says which file is for which "
-                      "accelerator)", file=sys.stderr)
+        _print_rows(rows)
         print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "")
               + f" to {args.output}{averaged}")
         return 0
 
-    from export.calibration import calibration_images, model_image_shape
-    from export.tflite import QUANTIZED_MODES, convert, write_tflite
+    from export.tflite import convert, write_tflite
 
-    calibration = None
-    if args.mode in QUANTIZED_MODES:
-        if not dataset:
-            raise ValueError(f"mode {args.mode} needs calibration images: pass --dataset SPEC (its training split is used)")
-        calibration = calibration_images(dataset, model_image_shape(model), args.calibration_size, args.data_dir,
-                                         resize=resize)
     content = convert(
         model, args.mode, calibration, args.batch_size, args.graph,
         args.int8_input if args.mode == "int8" else "float32",
@@ -144,17 +120,17 @@ def run(args):
     return 0
 
 
-def export_after_training(config):
-    """Called by `keras-vit train --export-tflite`: float32, dynamic and int8 models and their
-    report in `OUTPUT/tflite/`."""
-    from export.bundle import export_modes
-
-    model, names = _model_and_names(config.output)
-    folder = os.path.join(config.output, "tflite")
-    rows = export_modes(
-        model, folder, ("float32", "dynamic", "int8"), config.dataset, names, config.data_dir,
-        report_limit=config.limit_test, resize=True,
-    )
+def _print_rows(rows):
     for row in rows:
-        print(f"{'tflite ' + row['mode']:<16}accuracy {row['accuracy']:.4f}  {row['size_bytes'] / 1e6:.3f} MB")
-    print(f"{'tflite report':<16}{os.path.join(folder, 'report.md')}")
+        gpu = row.get("gpu")
+        print(
+            f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
+            f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
+            + (f"  GPU: {gpu['summary'] if gpu['status'] != 'unavailable' else 'not run'}" if gpu else "")
+        )
+    for row in rows:
+        gpu = row.get("gpu")
+        if gpu and gpu["status"] in ("aborted", "failed", "timeout"):
+            print(f"keras-vit export: warning: {row['file']} {gpu['status']} on LiteRT's GPU accelerator "
+                  f"({gpu['message']}): use it on the CPU only (report.md says which file is for which "
+                  "accelerator)", file=sys.stderr)

@@ -2,7 +2,17 @@
 
 import argparse
 
-from training.config import CROP_FILLS, OPTIMIZERS, TrainConfig, merge_config, read_config_file
+from training.choices import (
+    CROP_FILLS,
+    INPUT_SCALINGS,
+    JIT_COMPILE,
+    KEEP_MODELS,
+    OPTIMIZERS,
+    POOLING_MODES,
+    PRECISIONS,
+    STRATEGIES,
+)
+from training.config import TrainConfig, merge_config, read_config_file
 
 
 def _size(text):
@@ -55,10 +65,10 @@ def register(subparsers):
     model.add_argument("--stem-channels", dest="stem_channels", type=_channels, metavar="C1,C2,...",
                        help="a convolutional stem (hybrid ViT): one 3x3 stride-2 conv + BatchNorm + ReLU per "
                        "entry, before the patches; 'none' for the linear patch embedding")
-    model.add_argument("--pooling", choices=("token", "gap"))
+    model.add_argument("--pooling", choices=POOLING_MODES)
     model.add_argument("--no-class-token", dest="use_class_token", action="store_false", default=None,
                        help="no class token (with --pooling gap: the head averages the patch tokens alone)")
-    model.add_argument("--input-scaling", dest="input_scaling", choices=("unit", "symmetric", "none"))
+    model.add_argument("--input-scaling", dest="input_scaling", choices=tuple(INPUT_SCALINGS))
     fit = parser.add_argument_group("fit")
     fit.add_argument("--epochs", type=int, help="(default: about 300,000 training images seen, 5 to 60 epochs)")
     fit.add_argument("--batch-size", dest="batch_size", type=int, help="per replica (default 64 under 10,000 training images, else 128)")
@@ -80,11 +90,11 @@ def register(subparsers):
                      help=f"training data held out for validation (default {defaults.validation_fraction}; "
                      "0: train on all of it and keep the last model)")
     fit.add_argument("--seed", type=int)
-    fit.add_argument("--strategy", choices=("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"))
-    fit.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16", "auto"),
+    fit.add_argument("--strategy", choices=STRATEGIES)
+    fit.add_argument("--precision", choices=PRECISIONS,
                      help="auto (default): bfloat16 where the CPU/GPU/TPU computes it natively, float16 on "
                      "Volta/Turing GPUs, else float32; or one of them by name")
-    fit.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"))
+    fit.add_argument("--jit-compile", dest="jit_compile", choices=JIT_COMPILE)
     fit.add_argument("--steps-per-execution", dest="steps_per_execution", type=int, metavar="N",
                      help="training steps per compiled call (Keras `compile`), for TPUs: no faster on CPU "
                      "(BENCHMARKS.md); batch callbacks then run every N steps "
@@ -94,7 +104,7 @@ def register(subparsers):
     fit.add_argument("--backup-seconds", dest="backup_seconds", type=float, metavar="SECONDS",
                      help="at least this long between crash backups, and between writes of model.keras "
                      "(default 30; 0: every --backup-every steps, and each better model at once)")
-    fit.add_argument("--keep-model", dest="keep_model", choices=("best", "last"),
+    fit.add_argument("--keep-model", dest="keep_model", choices=KEEP_MODELS,
                      help="model.keras: the best validation accuracy (default; ties go to the later epoch) or the last epoch")
     fit.add_argument("--early-stopping", dest="early_stopping", type=int, metavar="PATIENCE")
     fit.add_argument("--cache-memory-mb", dest="cache_memory_mb", type=float, metavar="MB",
@@ -141,8 +151,4 @@ def run(args):
         print(f"{key:<16}{value:.4f}" if isinstance(value, float) else f"{key:<16}{value}")
     if metrics["stopped_by_time_budget"]:
         print(f"{'stopped':<16}time budget of {config.time_budget_minutes:g} minutes spent")
-    if config.export_tflite:
-        from training.commands.export import export_after_training
-
-        export_after_training(config)
     return 0

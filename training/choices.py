@@ -1,0 +1,27 @@
+"""The names a user chooses from, for training and the command line: argparse's `choices=`
+and the validators both read them from here, so each list is written once.
+
+The model's own choices (pooling, input scaling, test-time augmentation) are defined in
+`keras_vit` and gathered here; the exporter's (modes, graphs, I/O types) are in
+`export.tflite` and `export.graph`, beside the code that acts on them.
+"""
+
+from keras_vit.layers.pooling import POOLING_MODES
+from keras_vit.model import INPUT_SCALINGS
+from keras_vit.test_time_augmentation import TTA_MODES
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+OPTIMIZERS = ("adamw", "sgd")
+# What fills the padding of a random crop: the mirrored image, or zeros.
+CROP_FILLS = ("reflect", "zeros")
+JIT_COMPILE = ("auto", "true", "false")
+KEEP_MODELS = ("best", "last")
+ACCELERATORS = ("cpu", "gpu")
+EXPORT_FORMATS = ("savedmodel", "tflite")
+PREDICT_FORMATS = ("table", "json", "csv")
+
+__all__ = [
+    "ACCELERATORS", "CROP_FILLS", "EXPORT_FORMATS", "INPUT_SCALINGS", "JIT_COMPILE", "KEEP_MODELS", "OPTIMIZERS",
+    "POOLING_MODES", "PRECISIONS", "PREDICT_FORMATS", "STRATEGIES", "TTA_MODES",
+]

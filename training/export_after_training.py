@@ -1,0 +1,28 @@
+"""`keras-vit train --export-tflite`: the best model as float32, dynamic and int8 `.tflite` files
+with their report, from the splits the run trained on (loaded once)."""
+
+import os
+
+from export.bundle import export_modes
+from training.artifacts import load_model_and_class_names
+from training.evaluation import ModelData
+
+MODES = ("float32", "dynamic", "int8")
+
+
+def export_tflite_after_training(output, splits, dataset, limit_test=None, log=print):
+    """Writes `OUTPUT/tflite/` (see `export.bundle.export_modes`) and returns the report rows."""
+    from keras_vit.images import model_image_shape
+
+    model, names = load_model_and_class_names(output)
+    data = ModelData(dataset, model_image_shape(model), splits)
+    test_images, test_labels = data.test_arrays(limit_test)
+    folder = os.path.join(output, "tflite")
+    rows = export_modes(
+        model, folder, MODES, calibration_images=data.calibration_arrays(200), test_images=test_images,
+        test_labels=test_labels, class_names=names, dataset_name=dataset, log=log,
+    )
+    for row in rows:
+        log(f"{'tflite ' + row['mode']:<16}accuracy {row['accuracy']:.4f}  {row['size_bytes'] / 1e6:.3f} MB")
+    log(f"{'tflite report':<16}{os.path.join(folder, 'report.md')}")
+    return rows
