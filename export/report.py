@@ -185,6 +185,62 @@ def _analyzer_cell(row):
     return verdict
 
 
+def recommend(rows, tolerance=0.01):
+    """The files to use, from measured rows: per thread count, the fastest CPU file whose accuracy
+    is within `tolerance` (0.01: 1 point) of float32's, and the GPU-accelerator file.
+
+    The GPU file is float16 (its native precision, half the float32 file) unless float16 did not
+    run there (aborted, failed, timed out): then the fastest file that ran, or None.
+
+    Returns `{"cpu": {threads: {"mode", "median_ms", "x_float32", "accuracy"}}, "gpu": {"mode",
+    "reason"}, "tolerance"}`; without a float32 row the best accuracy is the reference.
+    """
+    if not rows:
+        return {"cpu": {}, "gpu": {"mode": None, "reason": "no files"}, "tolerance": tolerance}
+    by_mode = {r["mode"]: r for r in rows}
+    reference = by_mode["float32"]["accuracy"] if "float32" in by_mode else max(r["accuracy"] for r in rows)
+    accurate = [r for r in rows if r["accuracy"] >= reference - tolerance - 1e-9]
+    cpu = {}
+    for threads in rows[0]["latency"]:
+        best = min(accurate, key=lambda r: r["latency"][threads]["median_ms"])
+        cpu[threads] = {
+            "mode": best["mode"],
+            "median_ms": best["latency"][threads]["median_ms"],
+            "x_float32": best.get("latency_vs_float32", {}).get(threads),
+            "accuracy": best["accuracy"],
+        }
+    float16 = by_mode.get("float16")
+    gpu16 = (float16 or {}).get("gpu")
+    if float16 is not None and (not gpu16 or gpu16["status"] in ("runs", "unavailable")):
+        reason = "runs on the GPU accelerator" if gpu16 and gpu16["status"] == "runs" else (
+            "not run here; the GPU's native precision")
+        gpu = {"mode": "float16", "reason": reason}
+    else:
+        ran = [r for r in rows if r.get("gpu") and r["gpu"]["status"] == "runs"]
+        if ran:
+            best = min(ran, key=lambda r: (r["gpu"].get("latency") or {}).get("median_ms", float("inf")))
+            why = f"float16 {gpu16['status']} there" if gpu16 else "no float16 file"
+            gpu = {"mode": best["mode"], "reason": f"{why}; the fastest file that ran"}
+        else:
+            gpu = {"mode": None, "reason": "no file ran on the GPU accelerator"}
+    return {"cpu": cpu, "gpu": gpu, "tolerance": tolerance}
+
+
+def _recommendation_section(rows):
+    advice = recommend(rows)
+    points = f"{100 * advice['tolerance']:g} point"
+    lines = ["", "## Recommendation", ""]
+    for threads, pick in advice["cpu"].items():
+        ratio = f", {pick['x_float32']:.2f}x float32's latency" if pick["x_float32"] is not None else ""
+        lines.append(f"- CPU, {threads} thread{'s' if threads != '1' else ''}: **{pick['mode']}** "
+                     f"({pick['median_ms']:.2f} ms{ratio}, accuracy {pick['accuracy']:.4f}): the fastest file "
+                     f"within {points} of float32's accuracy")
+    gpu = advice["gpu"]
+    lines.append(f"- GPU accelerator: **{gpu['mode']}** ({gpu['reason']})" if gpu["mode"]
+                 else f"- GPU accelerator: none ({gpu['reason']})")
+    return lines
+
+
 def format_markdown(rows, title="Export report", context=None):
     """The report rows as Markdown: the main table, then ops and Analyzer notes per mode, and
     the GPU accelerator's run results."""
@@ -232,6 +288,7 @@ def format_markdown(rows, title="Export report", context=None):
         if not r["gpu_compatible"]:
             lines.append(f"  - GPU Analyzer: {_gpu_summary(r['gpu_analyzer_output'])}")
     if rows:
+        lines += _recommendation_section(rows)
         lines += _accelerator_section(rows)
     return "\n".join(lines) + "\n"
 
@@ -245,5 +302,5 @@ def write_report(rows, folder, title="Export report", context=None):
     context.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     md_path, json_path = os.path.join(folder, "report.md"), os.path.join(folder, "report.json")
     write_atomic(md_path, format_markdown(rows, title, context).encode())
-    write_atomic(json_path, (json.dumps({"context": context, "rows": rows}, indent=2) + "\n").encode())
+    write_atomic(json_path, (json.dumps({"context": context, "rows": rows, "recommendation": recommend(rows)}, indent=2) + "\n").encode())
     return md_path, json_path
