@@ -1,14 +1,13 @@
 """Exporting several TFLite modes of one model into a folder, with the report beside them."""
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from export.evaluate import check_image_array, keras_logits
 from export.report import build_report, write_report
-from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, replace_folder, write_tflite
+from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
+from keras_vit.files import atomic_folder
 from keras_vit.images import model_image_shape
 
 
@@ -78,10 +77,8 @@ def export_modes(
         test_images = check_image_array(test_images, image_shape, "test images")
         if test_labels is None or len(test_labels) != len(test_images):
             raise ValueError(f"{len(test_images)} test images need as many test labels")
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(folder)) + ".tmp-")
-    try:
+    # Other files of an existing folder are kept; ours are replaced one by one (each atomic).
+    with atomic_folder(folder, merge=True) as tmp:
         contents, files = {}, {}
         for name, mode, fallback in jobs:
             log(f"converting {name} ...")
@@ -126,16 +123,6 @@ def export_modes(
                     "GPU accelerator": gpu_context,
                 },
             )
-        if os.path.isdir(folder):
-            # Keep other files in an existing folder; replace ours one by one (atomic each).
-            for name in os.listdir(tmp):
-                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return rows
 
 

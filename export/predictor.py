@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -148,25 +147,6 @@ class KerasPredictor(_Predictor):
     def _probabilities(self, images):
         outputs = np.asarray(self.model(np.asarray(images, dtype="float32"), training=False), dtype="float64")
         return outputs if self.outputs_probabilities else _softmax(outputs)
-
-
-def load_keras_file(path):
-    """Loads a `.keras` file safely (`safe_mode=True`) as float32, with one-line errors for bad files."""
-    import keras
-
-    import keras_vit  # noqa: F401  (registers the custom layers for deserialization)
-
-    path = str(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a valid .keras file (not a zip archive; corrupt or foreign file)")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged archive
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"could not load {path} as a Keras model: {first_line}") from None
-    return model.as_float32() if hasattr(model, "as_float32") else model
 
 
 class SavedModelPredictor(_Predictor):
@@ -297,7 +277,9 @@ def load_predictor(path, class_names=None, num_threads=None, batch_size=DEFAULT_
             predictor.class_names = _check_class_names(class_names, predictor.num_classes, path)
         return predictor
     keras_path = os.path.join(path, KERAS_MODEL_FILE) if kind == "training_folder" else path
-    return KerasPredictor(load_keras_file(keras_path), class_names, source=str(path), batch_size=batch_size)
+    from keras_vit.files import load_keras_file
+
+    return KerasPredictor(load_keras_file(keras_path, float32=True), class_names, source=str(path), batch_size=batch_size)
 
 
 def predict_files(predictor, paths, resize=True, batch_size=None):
@@ -398,10 +380,10 @@ def format_predictions(files, rows, output_format="table"):
     return FORMATTERS[output_format](files, rows)
 
 
-def write_text_atomic(path, text):
-    """Writes text through a temporary file in the same folder, then renames it into place."""
-    from export.tflite import write_atomic
+def write_output_atomic(path, text):
+    """Writes the formatted predictions to the file `path` (`keras_vit.files.write_text_atomic`)."""
+    from keras_vit.files import write_text_atomic
 
     if os.path.isdir(path):
         raise IsADirectoryError(f"--output {path} is a folder; expected a file name")
-    write_atomic(path, text.encode("utf-8"))
+    write_text_atomic(path, text)

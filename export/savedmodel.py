@@ -9,7 +9,6 @@ are the asset `assets/labels.txt`, read by a lookup table inside the graph.
 """
 
 import os
-import shutil
 import tempfile
 
 SERVING_DEFAULT = "serving_default"
@@ -103,7 +102,7 @@ def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float
     """
     import tensorflow as tf
 
-    from export.tflite import replace_folder
+    from keras_vit.files import atomic_folder
     from keras_vit.test_time_augmentation import check_tta
 
     check_tta(tta)
@@ -116,22 +115,12 @@ def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float
     class_names = [str(n) for n in (class_names or range(num_classes))]
     if any("\n" in n for n in class_names):
         raise ValueError("class names must not contain newlines")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.abspath(path)) + ".tmp-")
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            labels_file = os.path.join(scratch, LABELS_ASSET)
-            with open(labels_file, "w") as file:
-                file.write("\n".join(class_names) + "\n")
-            module = ServingModule(model, class_names, labels_file, top_k=top_k, input_dtype=input_dtype)
-            tf.saved_model.save(
-                module,
-                tmp,
-                signatures={SERVING_DEFAULT: module.serve_images, SERVING_BYTES: module.serve_bytes},
-            )
-        replace_folder(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(path) as tmp, tempfile.TemporaryDirectory() as scratch:
+        labels_file = os.path.join(scratch, LABELS_ASSET)
+        with open(labels_file, "w") as file:
+            file.write("\n".join(class_names) + "\n")
+        module = ServingModule(model, class_names, labels_file, top_k=top_k, input_dtype=input_dtype)
+        tf.saved_model.save(
+            module, tmp, signatures={SERVING_DEFAULT: module.serve_images, SERVING_BYTES: module.serve_bytes}
+        )
     return path

@@ -8,12 +8,15 @@ checked against the parameter count and run once under LiteRT.
 
 import os
 import re
-import shutil
 import tempfile
 
 import numpy as np
 
 from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
+from keras_vit.files import write_bytes_atomic, write_text_atomic
+
+# Until export.report imports keras_vit.files itself.
+write_atomic = write_bytes_atomic
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 QUANTIZED_MODES = ("int8", "int16x8")
@@ -254,21 +257,6 @@ def check_converted(content, model, mode):
         raise RuntimeError(f"mode {mode}: the converted model outputs non-finite values")
 
 
-def write_atomic(path, data):
-    """Writes bytes to `path` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def labels_path(tflite_path):
     """Where the class names of a `.tflite` file live: `NAME.labels.txt` beside it."""
     root, _ = os.path.splitext(tflite_path)
@@ -280,8 +268,8 @@ def write_tflite(content, path, class_names=None):
     if not str(path).endswith(".tflite"):
         raise ValueError(f"TFLite output must end in .tflite, got {path}")
     if class_names:
-        write_atomic(labels_path(path), ("\n".join(str(n) for n in class_names) + "\n").encode())
-    write_atomic(path, content)
+        write_text_atomic(labels_path(path), "\n".join(str(n) for n in class_names) + "\n")
+    write_bytes_atomic(path, content)
     return path
 
 
@@ -294,12 +282,3 @@ def read_labels(tflite_path):
         return [line.rstrip("\n") for line in file if line.strip()]
 
 
-def replace_folder(tmp_folder, folder):
-    """Moves a finished folder into place (replacing an old one) so readers never see half of it."""
-    if os.path.exists(folder):
-        old = f"{folder}.old-{os.getpid()}"
-        os.replace(folder, old)
-        os.replace(tmp_folder, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_folder, folder)

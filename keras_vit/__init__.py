@@ -8,8 +8,6 @@ from keras_vit.model import ViT
 from keras_vit.presets import PRESETS, get_preset
 from keras_vit.test_time_augmentation import flip_averaged
 
-build_vit = ViT
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,7 +20,6 @@ __all__ = [
     "attention_maps",
     "attention_model",
     "attention_rollout",
-    "build_vit",
     "flip_averaged",
     "get_preset",
     "load_checkpoint",

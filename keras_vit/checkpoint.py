@@ -27,13 +27,13 @@ The official models take pixels scaled to [-1, 1]; a loaded `ViT` takes raw
 import numbers
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 
 import keras
 import numpy as np
 
+from keras_vit.files import atomic_path
 from keras_vit.layers.patch_encoder import resample_position_embedding
 from keras_vit.model import ViT
 
@@ -435,16 +435,9 @@ def save_checkpoint(model, path):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Folder {folder} does not exist; cannot write {path}")
-    handle, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            # A file object keeps np.savez from appending ".npz" to the name.
-            np.savez(file, **params)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    with atomic_path(path, ".npz") as temp_path, open(temp_path, "wb") as file:
+        # A file object keeps np.savez from appending ".npz" to the name.
+        np.savez(file, **params)
     return path
 
 

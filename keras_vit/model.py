@@ -53,7 +53,7 @@ class ViT(keras.Model):
 
     Example:
     >>> model = ViT.from_preset("vit_ti16", image_size=32, patch_size=4, num_classes=10)
-    >>> model(np.zeros((1, 32, 32, 3))).shape
+    >>> tuple(model(np.zeros((1, 32, 32, 3))).shape)
     (1, 10)
     >>> hybrid = ViT.from_preset("vit_ti16", image_size=32, patch_size=4, stem_channels=(32, 64), num_classes=10)
     >>> hybrid.get_layer("stem").stride

@@ -8,6 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Scripts that tests run in worker processes: not modules to import (--doctest-modules would).
+collect_ignore = ["scripts"]
 SHARED_DATA = os.environ.get("KERAS_VIT_SHARED_DATA", os.path.join(REPO_ROOT, "..", "shared", "data"))
 
 

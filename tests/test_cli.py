@@ -69,6 +69,9 @@ def _bad_npz(tmp_path, **arrays):
         ("no_steps_per_execution", "steps_per_execution must be at least 1, got 0"),
         ("empty_folder", "no class sub-folders"),
         ("bad_tf_config", "TF_CONFIG is not valid JSON"),
+        ("tf_config_index_out_of_range", "TF_CONFIG's task index 2 is not one of the 2 worker addresses (0..1)"),
+        ("tf_config_task_not_in_cluster", "TF_CONFIG's task type 'chief' is not a job of its cluster (worker)"),
+        ("config_unknown_precision", "precision must be one of float32, mixed_float16, mixed_bfloat16, auto, got 'fp8'"),
         ("bad_config_file", "cannot parse config file"),
         ("config_value_of_wrong_type", "epochs must be a whole number, got 'many'"),
         ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
@@ -109,6 +112,15 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
         args += ["--dataset", f"folder:{tmp_path / 'empty'}"]
     elif case == "bad_tf_config":
         monkeypatch.setenv("TF_CONFIG", "{not json")
+    elif case == "tf_config_index_out_of_range":  # once an IndexError printed as "error: index"
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                    "task": {"type": "worker", "index": 2}}))
+    elif case == "tf_config_task_not_in_cluster":
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                    "task": {"type": "chief", "index": 0}}))
+    elif case == "config_unknown_precision":
+        (tmp_path / "c.yaml").write_text("precision: fp8\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
     elif case == "bad_config_file":
         (tmp_path / "c.yaml").write_text("epochs: [unclosed\n")
         args += ["--config", str(tmp_path / "c.yaml")]
@@ -135,6 +147,29 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
     assert len(err.splitlines()) == 1, err
     assert expected in err, err
     assert err.startswith("keras-vit train: error:")
+    assert not (tmp_path / "out").exists()  # a refused run leaves no empty output folder behind
+
+
+def test_a_bug_shows_its_traceback_and_input_errors_do_not(monkeypatch, capsys):
+    import training.commands.presets as presets
+
+    def broken(args):
+        return {}["missing"]  # a KeyError inside keras-vit is a bug, not bad input
+
+    monkeypatch.setattr(presets, "run", broken)
+    monkeypatch.delenv("KERAS_VIT_DEBUG", raising=False)
+    with pytest.raises(KeyError, match="missing"):
+        main(["presets"])
+
+    def bad_input(args):
+        raise ValueError("unknown preset 'x'\nsecond line")
+
+    monkeypatch.setattr(presets, "run", bad_input)
+    assert main(["presets"]) == 2
+    assert capsys.readouterr().err == "keras-vit presets: error: unknown preset 'x'\n"
+    monkeypatch.setenv("KERAS_VIT_DEBUG", "1")  # the documented switch: the traceback of input errors too
+    with pytest.raises(ValueError, match="unknown preset"):
+        main(["presets"])
 
 
 def test_evaluate_errors(tmp_path, capsys):

@@ -271,6 +271,18 @@ def test_all_methods_on_a_saved_and_loaded_model(saved, trained, task):
     np.testing.assert_allclose(model.predict(x_test[:3], verbose=0), trained.predict(x_test[:3], verbose=0), atol=1e-5)
 
 
+def test_smoothgrad_is_seeded_and_leaves_the_callers_generator_alone(trained, task):
+    _, (x_test, _) = task
+    explainer = Explainer(trained, smooth_samples=3)
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    first = explainer.explain(x_test[:2], "smoothgrad").maps["smoothgrad"]
+    assert np.random.rand() == expected_next  # the caller's draws are what they would have been
+    second = explainer.explain(x_test[:2], "smoothgrad").maps["smoothgrad"]
+    np.testing.assert_array_equal(first, second)  # the same noise each time
+
+
 def test_explainer_rejects_bad_input(trained):
     with pytest.raises(ValueError, match=r"images must be \[batch, 16, 16, 1\] for this model, got shape \(2, 8, 8, 1\)"):
         Explainer(trained).explain(np.zeros((2, 8, 8, 1)), "rollout")

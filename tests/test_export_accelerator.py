@@ -6,7 +6,6 @@ ViT (a convolutional stem) is trained for a few seconds on the scikit-learn digi
 """
 
 import json
-import os
 import types
 
 import numpy as np

@@ -9,7 +9,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from keras_vit.checkpoint import POS_EMBEDDING, model_params
 from keras_vit.layers.patch_encoder import resample_position_embedding

@@ -6,7 +6,13 @@ A training output folder holds `model.keras` (the best model) and `config.json`
 
 import json
 import os
-import zipfile
+
+from keras_vit.files import load_keras_file, write_json_atomic, write_text_atomic
+
+__all__ = [
+    "CONFIG_FILE", "MODEL_FILE", "load_class_names", "load_keras_model", "load_model_and_class_names",
+    "read_training_config", "resolve_model_path", "truncate_history", "write_json_atomic",
+]
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -26,27 +32,10 @@ def resolve_model_path(source):
     return source
 
 
-def load_keras_model(source, compile=False, float32=False):
-    """Loads a `.keras` model (or a training folder's) safely, with clear errors for bad files.
-
-    `float32=True` returns a keras_vit ViT trained in mixed precision as its float32 twin
-    (`ViT.as_float32`): the reference that exports are made from and compared with.
-    """
-    import keras
-
-    import keras_vit  # noqa: F401  (registers the custom layers for deserialization)
-
-    path = resolve_model_path(source)
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a valid .keras file (not a zip archive; corrupt or foreign file)")
-    try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged archive
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"could not load {path} as a Keras model: {first_line}") from None
-    if float32 and hasattr(model, "as_float32"):
-        model = model.as_float32()
-    return model
+def load_keras_model(source, float32=False):
+    """Loads a `.keras` model (or a training folder's) safely, with clear errors for bad files
+    (`keras_vit.files.load_keras_file`; `float32`: a mixed-precision ViT as its float32 twin)."""
+    return load_keras_file(resolve_model_path(source), float32=float32)
 
 
 def load_model_and_class_names(source):
@@ -83,17 +72,6 @@ def load_class_names(source, num_classes=None):
     return [str(i) for i in range(num_classes)]
 
 
-def write_json_atomic(path, data):
-    """Writes JSON through a temporary file in the same folder, then renames it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(tmp, path)
-
-
 def truncate_history(path, epochs):
     """Keeps the header and the rows of the first `epochs` epochs of a `CSVLogger` file.
 
@@ -110,11 +88,7 @@ def truncate_history(path, epochs):
     kept = [row for row in rows if row.strip() and _row_epoch(row) < epochs]
     if len(kept) == len(rows):
         return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as file:
-        file.write(header)
-        file.writelines(kept)
-    os.replace(tmp, path)
+    write_text_atomic(path, header + "".join(kept))
 
 
 def _row_epoch(row):

@@ -6,6 +6,8 @@ import time
 
 import keras
 
+from keras_vit.files import atomic_path, write_json_atomic
+
 
 class AtomicBestModel(keras.callbacks.Callback):
     """Saves the model atomically at the end of an epoch: the best one, or the last.
@@ -99,13 +101,9 @@ class AtomicBestModel(keras.callbacks.Callback):
             variable.assign(value)
 
     def _write(self, scores):
-        tmp = f"{self.path}.tmp-{os.getpid()}.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
-        tmp_state = f"{self.state_path}.tmp"
-        with open(tmp_state, "w") as file:
-            json.dump(scores, file)
-        os.replace(tmp_state, self.state_path)
+        with atomic_path(self.path, ".keras") as tmp:
+            self.model.save(tmp)
+        write_json_atomic(self.state_path, scores)
         self.files_written += 1
         self._last_write = time.monotonic()
 
@@ -130,11 +128,7 @@ class ElapsedTime(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as file:
-            json.dump({"seconds": self.total_seconds}, file)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"seconds": self.total_seconds})
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -10,7 +10,6 @@ stay uint8 at the model's size until the batch is cast to float32, so a memory c
 """
 
 import hashlib
-import json
 import os
 
 import numpy as np

@@ -1,22 +1,24 @@
 """Training curves as a picture."""
 
 import csv
-import os
 
 
 def plot_curves(history_csv, path):
     """Writes loss and accuracy (train and validation) per epoch from a CSVLogger file to a PNG."""
-    import matplotlib
+    # The object API with the Agg canvas: no pyplot, so no global backend is chosen for the caller.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from keras_vit.files import atomic_path
 
     with open(history_csv) as file:
         rows = list(csv.DictReader(file))
     if not rows:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
             key = prefix + metric
@@ -31,7 +33,5 @@ def plot_curves(history_csv, path):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    tmp = f"{path}.tmp.png"
-    figure.savefig(tmp, dpi=90)
-    plt.close(figure)
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=90)

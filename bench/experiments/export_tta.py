@@ -41,7 +41,7 @@ def main():
     from training.evaluation import model_data
 
     model = load_keras_model(args.source, float32=True)
-    data = model_data(args.source, model_image_shape(model), args.dataset, resize=True)
+    data = model_data(args.source, model_image_shape(model), args.data.spec, resize=True)
     calibration = data.calibration_arrays(args.calibration_size).astype("float32")
     images, labels = data.test_arrays(args.limit)
     images = images.astype("float32")
@@ -58,7 +58,7 @@ def main():
     latencies = measure_latencies({f"{m}/{t}": c for (m, t), c in contents.items()}, threads, args.rounds, args.runs)
 
     rows = []
-    print(f"{len(labels)} test images of {dataset}\n")
+    print(f"{len(labels)} test images of {data.spec}\n")
     print("| mode | tta | size MB | accuracy | Keras accuracy (same tta) | agreement | max logit error | "
           + " | ".join(f"ms, {t} thread{'s' if t > 1 else ''} (x plain)" for t in threads) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(threads))
@@ -77,7 +77,7 @@ def main():
               f"{row['agreement_with_keras']:.2%} | {row['max_logit_error']:.1e} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"dataset": dataset, "images": int(len(labels)), "rows": rows}, file, indent=2)
+            json.dump({"dataset": data.spec, "images": int(len(labels)), "rows": rows}, file, indent=2)
 
 
 if __name__ == "__main__":

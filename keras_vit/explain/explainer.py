@@ -88,9 +88,13 @@ class Explainer:
         interpolation: upsampling of the attention maps, `"bilinear"` or `"nearest"`.
 
     Example:
-    >>> explainer = Explainer(model)
-    >>> explanation = explainer.explain(images, ["rollout", "gradcam"])
+    >>> from keras_vit import ViT
+    >>> model = ViT(image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+    ...             num_classes=3)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    >>> explanation = Explainer(model).explain(images, ["rollout", "gradcam"])
     >>> explanation.maps["rollout"].shape  # [B, H, W]
+    (2, 16, 16)
     """
 
     def __init__(

@@ -31,17 +31,14 @@ def save_figure_atomic(figure, path, dpi=100):
     """Writes a matplotlib figure as PNG through a temporary file in the same folder."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from keras_vit.files import atomic_path
+
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"output folder does not exist: {folder}")
     FigureCanvasAgg(figure)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, ".png") as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _heat_panel(figure, axis, image, heat, cmap, alpha):

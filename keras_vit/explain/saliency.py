@@ -147,12 +147,17 @@ class SaliencyExplainer:
         if int(samples) < 1:
             raise ValueError(f"smoothgrad samples must be at least 1, got {samples}")
         images = np.asarray(images, dtype="float32")
-        # tf-keras-vis draws the noise from NumPy's global generator.
+        # tf-keras-vis draws the noise from NumPy's global generator and takes no seed: seed it
+        # for this call only, and give the caller's generator back its state.
+        caller_state = np.random.get_state()
         np.random.seed(seed)
-        maps = self._run(
-            "saliency",
-            self._score(class_ids), images, smooth_samples=int(samples), smooth_noise=float(noise)
-        )
+        try:
+            maps = self._run(
+                "saliency",
+                self._score(class_ids), images, smooth_samples=int(samples), smooth_noise=float(noise)
+            )
+        finally:
+            np.random.set_state(caller_state)
         return self._finish(maps)
 
     def _cam(self, kind, images, class_ids, **options):

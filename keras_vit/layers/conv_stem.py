@@ -37,7 +37,7 @@ class ConvStem(keras.layers.Layer):
         batch_norm_momentum: momentum of the BatchNorm moving statistics.
 
     Example:
-    >>> ConvStem((32, 64))(keras.random.uniform((2, 32, 32, 3))).shape
+    >>> tuple(ConvStem((32, 64))(keras.random.uniform((2, 32, 32, 3))).shape)
     (2, 8, 8, 64)
     """
 

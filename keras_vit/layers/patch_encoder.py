@@ -48,7 +48,7 @@ class PatchEncoder(keras.layers.Layer):
 
     Example:
     >>> patches = keras.random.uniform((2, 196, 768))
-    >>> PatchEncoder(num_patches=196, hidden_dim=192)(patches).shape
+    >>> tuple(PatchEncoder(num_patches=196, hidden_dim=192)(patches).shape)
     (2, 197, 192)
     """
 

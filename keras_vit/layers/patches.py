@@ -71,7 +71,7 @@ class Patches(keras.layers.Layer):
 
     Example:
     >>> images = keras.random.uniform((2, 224, 224, 3))
-    >>> Patches(16)(images).shape
+    >>> tuple(Patches(16)(images).shape)
     (2, 196, 768)
     """
 

@@ -65,7 +65,7 @@ class TransformerBlock(keras.layers.Layer):
     Example:
     >>> block = TransformerBlock(num_heads=3, hidden_dim=192, mlp_dim=768)
     >>> tokens, attention = block(keras.random.normal((2, 197, 192)), return_attention_scores=True)
-    >>> attention.shape
+    >>> tuple(attention.shape)
     (2, 3, 197, 197)
     """
 
@@ -172,12 +172,6 @@ class TransformerBlock(keras.layers.Layer):
         attended = ops.matmul(self.attention_dropout(weights, training=training), value)
         attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (-1, self.hidden_dim))
         return self.attention_output(attended), weights
-
-    def self_attention(self, x, training=None):
-        """Multi-head self-attention on normalized tokens: `[B, T, D]` -> (`[B, T, D]`, `[B, h, T, T]`)."""
-        num_tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-        attended, weights = self._attend(ops.reshape(x, (-1, self.hidden_dim)), num_tokens, training)
-        return ops.reshape(attended, (-1, num_tokens, self.hidden_dim)), weights
 
     def call(self, x, training=None, return_attention_scores=False, first_token_only=False):
         """`[B, T, D]` -> `[B, T, D]`; with `first_token_only=True`, only token 0's output

@@ -34,7 +34,7 @@ def register(subparsers):
 
 def run(args):
     from export.predictor import (
-        KerasPredictor, format_predictions, load_predictor, model_format, predict_files, top_k, write_text_atomic,
+        KerasPredictor, format_predictions, load_predictor, model_format, predict_files, top_k, write_output_atomic,
     )
 
     if args.top_k < 1:
@@ -59,7 +59,7 @@ def run(args):
     files, probabilities = predict_files(predictor, args.images, resize=args.resize, batch_size=args.batch_size)
     text = format_predictions(files, top_k(probabilities, predictor.class_names, args.top_k), args.output_format)
     if args.output:
-        write_text_atomic(args.output, text)
+        write_output_atomic(args.output, text)
         print(f"wrote {args.output_format} predictions of {len(files)} image{'s' * (len(files) != 1)} to {args.output}")
     else:
         print(text, end="")
