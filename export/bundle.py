@@ -8,6 +8,10 @@ from export.evaluate import check_image_array, keras_logits
 from export.report import build_report, write_report
 from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
 from keras_vit.files import atomic_folder
+
+QUANTIZERS = ("converter", "ai-edge")
+# The modes AI Edge Quantizer makes from the float32 file (`export.ai_edge_quantizer.RECIPES`).
+AI_EDGE_MODES = ("dynamic", "int8", "int16x8")
 from keras_vit.images import model_image_shape
 
 
@@ -31,6 +35,8 @@ def export_modes(
     float_fallback=(),
     weight_granularity="channel",
     tta="none",
+    quantizers=("converter",),
+    float_ops=None,
     gpu_check=True,
     gpu_limit=200,
     log=print,
@@ -45,6 +51,11 @@ def export_modes(
     Everything is built in a temporary folder next to `folder` and moved into place
     only when all of it succeeded, so a failure leaves no partial output.
 
+    `quantizers`: who quantizes the dynamic, int8 and int16x8 modes: `converter` (TFLiteConverter,
+    files `model_<mode>.tflite`) and/or `ai-edge` (AI Edge Quantizer on the float32 file,
+    `export.ai_edge_quantizer`; files `model_<mode>_aiedge.tflite`, rows `<mode>:ai-edge`, plus
+    its `weight_only` mode; `float_ops` keeps matching ops in float). Both side by side compare them.
+
     With `float_fallback` (see `export.tflite.convert`), an extra int8 model with those
     parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
 
@@ -58,13 +69,20 @@ def export_modes(
     Returns the report rows (empty without test images).
     """
     modes = list(modes)
-    jobs = [(mode, mode, ()) for mode in modes]
+    unknown = set(quantizers) - set(QUANTIZERS)
+    if unknown or not quantizers:
+        raise ValueError(f"quantizers must be among {', '.join(QUANTIZERS)}, got {', '.join(quantizers) or 'none'}")
+    jobs = [(mode, mode, ()) for mode in modes if "converter" in quantizers or mode not in AI_EDGE_MODES]
+    ai_edge_modes = [mode for mode in modes if mode in AI_EDGE_MODES] if "ai-edge" in quantizers else []
+    if ai_edge_modes and set(modes) >= set(QUANTIZED_MODES):  # --mode all: the quantizer's own extra recipe too
+        ai_edge_modes.append("weight_only")
     if float_fallback:
         if "int8" not in modes:
             raise ValueError("float fallback applies to the int8 mode; include int8 in the modes")
         jobs.append((f"int8+float:{','.join(float_fallback)}", "int8", tuple(float_fallback)))
     image_shape = model_image_shape(model)
     needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
+    float32_content = None
     if needs_calibration and calibration_images is None:
         raise ValueError(
             f"mode(s) {', '.join(m for m in modes if m in QUANTIZED_MODES)} need calibration images: "
@@ -96,6 +114,17 @@ def export_modes(
             )
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
             write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
+        for mode in ai_edge_modes:
+            from export.ai_edge_quantizer import quantize
+
+            name = f"{mode}:ai-edge"
+            log(f"quantizing {name} ...")
+            if float32_content is None:
+                float32_content = contents.get("float32") or convert(model, "float32", batch_size=batch_size,
+                                                                     graph=graph, tta=tta)
+            contents[name] = quantize(float32_content, mode, calibration, float_ops=float_ops)
+            files[name] = f"model_{mode}_aiedge.tflite"
+            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
         rows = []
         if test_images is not None:
             log("evaluating and timing ...")
@@ -119,6 +148,8 @@ def export_modes(
                     "calibration images": len(calibration) if needs_calibration else "-",
                     "batch size": batch_size,
                     "test-time augmentation": tta,
+                    "quantizers": ", ".join(quantizers) + (f" (float ops: {float_ops})" if float_ops and
+                                                          "ai-edge" in quantizers else ""),
                     "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",
                     "GPU accelerator": gpu_context,
                 },

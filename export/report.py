@@ -10,7 +10,7 @@ import numpy as np
 from export.analysis import analyze_ops, gpu_compatibility
 from export.evaluate import compare_outputs
 from export.runtime import TFLiteRunner
-from export.tflite import write_atomic
+from keras_vit.files import write_bytes_atomic
 
 
 def measure_latencies(contents, thread_counts=(1, 2), rounds=5, runs=20):
@@ -301,6 +301,6 @@ def write_report(rows, folder, title="Export report", context=None):
     context.setdefault("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     context.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     md_path, json_path = os.path.join(folder, "report.md"), os.path.join(folder, "report.json")
-    write_atomic(md_path, format_markdown(rows, title, context).encode())
-    write_atomic(json_path, (json.dumps({"context": context, "rows": rows, "recommendation": recommend(rows)}, indent=2) + "\n").encode())
+    write_bytes_atomic(md_path, format_markdown(rows, title, context).encode())
+    write_bytes_atomic(json_path, (json.dumps({"context": context, "rows": rows, "recommendation": recommend(rows)}, indent=2) + "\n").encode())
     return md_path, json_path

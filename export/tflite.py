@@ -15,9 +15,6 @@ import numpy as np
 from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
 from keras_vit.files import write_bytes_atomic, write_text_atomic
 
-# Until export.report imports keras_vit.files itself.
-write_atomic = write_bytes_atomic
-
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 QUANTIZED_MODES = ("int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")

@@ -511,3 +511,28 @@ def test_flip_averaged_export_report_compares_with_flip_averaged_keras(work, tmp
     report = json_module.loads((folder / "report.json").read_text())
     assert report["context"]["test-time augmentation"] == "flip"
     assert rows[0]["max_logit_error"] < 1e-4 and rows[0]["agreement_with_keras"] == 1.0
+
+
+def test_both_quantizers_side_by_side_and_ai_edge_alone(work, tmp_path, capsys):
+    """`--quantizer both`: the converter's and AI Edge Quantizer's files in one report, each
+    compared with Keras on the same images; `--quantizer ai-edge --mode int8` one file."""
+    folder = tmp_path / "both"
+    status, err = _cli(["export", str(work.run), "--dataset", work.spec, "--mode", "all", "--quantizer", "both",
+                        "--output", str(folder), "--limit", "200", "--no-gpu-check", "--calibration-size", "64"], capsys)
+    assert status == 0, err
+    report = json.loads((folder / "report.json").read_text())
+    rows = {row["mode"]: row for row in report["rows"]}
+    assert set(rows) >= {"int8", "int8:ai-edge", "int16x8:ai-edge", "dynamic:ai-edge", "weight_only:ai-edge"}
+    assert report["context"]["quantizers"] == "converter, ai-edge"
+    for mode in ("int8:ai-edge", "int16x8:ai-edge", "dynamic:ai-edge", "weight_only:ai-edge"):
+        assert rows[mode]["agreement_with_keras"] >= 0.95, (mode, rows[mode]["agreement_with_keras"])
+        assert rows[mode]["size_bytes"] < rows["float32"]["size_bytes"], mode
+    assert rows["int8:ai-edge"]["size_bytes"] < 0.5 * rows["float32"]["size_bytes"]  # int8 weights
+    single = tmp_path / "int8_aiedge.tflite"
+    status, err = _cli(["export", str(work.run), "--dataset", work.spec, "--mode", "int8", "--quantizer", "ai-edge",
+                        "--calibration-size", "64", "--output", str(single)], capsys)
+    assert status == 0, err
+    assert single.read_bytes() != (folder / "model_int8.tflite").read_bytes()
+    status, err = _cli(["export", str(work.run), "--mode", "int8", "--quantizer", "both", "--output",
+                        str(tmp_path / "x.tflite")], capsys)
+    assert status == 2 and "--quantizer both compares the two quantizers in the report of --mode all" in err

@@ -19,9 +19,11 @@ JIT_COMPILE = ("auto", "true", "false")
 KEEP_MODELS = ("best", "last")
 ACCELERATORS = ("cpu", "gpu")
 EXPORT_FORMATS = ("savedmodel", "tflite")
+# Who quantizes an export (export.bundle.QUANTIZERS), or both side by side.
+QUANTIZER_CHOICES = ("converter", "ai-edge", "both")
 PREDICT_FORMATS = ("table", "json", "csv")
 
 __all__ = [
     "ACCELERATORS", "CROP_FILLS", "EXPORT_FORMATS", "INPUT_SCALINGS", "JIT_COMPILE", "KEEP_MODELS", "OPTIMIZERS",
-    "POOLING_MODES", "PRECISIONS", "PREDICT_FORMATS", "STRATEGIES", "TTA_MODES",
+    "POOLING_MODES", "PRECISIONS", "PREDICT_FORMATS", "QUANTIZER_CHOICES", "STRATEGIES", "TTA_MODES",
 ]

@@ -2,7 +2,7 @@
 
 import sys
 
-from training.choices import EXPORT_FORMATS, TTA_MODES
+from training.choices import EXPORT_FORMATS, QUANTIZER_CHOICES, TTA_MODES
 
 
 def register(subparsers):
@@ -38,6 +38,12 @@ def register(subparsers):
     parser.add_argument("--weight-granularity", dest="weight_granularity", choices=WEIGHT_GRANULARITIES,
                         default="channel", help="int8/int16x8 weight scales: one per output channel (default) "
                         "or one per matrix (smaller file)")
+    parser.add_argument("--quantizer", choices=QUANTIZER_CHOICES, default="converter",
+                        help="who quantizes dynamic/int8/int16x8: TFLiteConverter (default), ai-edge (AI Edge "
+                        "Quantizer on the float32 file; also --mode weight_only), or both side by side (--mode all)")
+    parser.add_argument("--float-ops", dest="float_ops",
+                        help="(ai-edge) ops kept float: comma list of op types (SOFTMAX, GELU, ...) or "
+                        "regexes of tensor names (export.ai_edge_quantizer)")
     parser.add_argument("--limit", type=int, help="report on a seeded sample of N test images")
     parser.add_argument("--resize", action="store_true",
                         help="resize the dataset's images to the model's input as training does (on by default "
@@ -64,7 +70,14 @@ def run(args):
     from training.artifacts import load_model_and_class_names
     from training.evaluation import model_data, note_if_trained_without_flip
 
-    if args.format == "tflite" and args.mode != "all":
+    ai_edge_mode = args.quantizer == "ai-edge" and args.mode != "all"
+    if args.quantizer == "both" and args.mode != "all":
+        raise ValueError("--quantizer both compares the two quantizers in the report of --mode all")
+    if ai_edge_mode:
+        from export.ai_edge_quantizer import check_mode as check_ai_edge_mode
+
+        check_ai_edge_mode(args.mode)
+    elif args.format == "tflite" and args.mode != "all":
         check_mode(args.mode)
         if not args.output.endswith(".tflite"):
             raise ValueError(f"--output must be a .tflite file for one mode, got {args.output} (a folder needs --mode all)")
@@ -85,6 +98,7 @@ def run(args):
 
     modes = MODES if args.mode == "all" else (args.mode,)
     needs_calibration = any(mode in QUANTIZED_MODES for mode in modes)
+    float_ops = [op.strip() for op in args.float_ops.split(",") if op.strip()] if args.float_ops else None
     data = None
     if needs_calibration:  # every quantized mode, and --mode all, which includes them
         data = model_data(args.source, model_image_shape(model), args.dataset, args.data_dir, args.resize,
@@ -100,7 +114,8 @@ def run(args):
             test_labels=test_labels, class_names=names, dataset_name=data.spec,
             batch_size=args.batch_size, graph=args.graph, input_type=args.int8_input, output_type=args.int8_output,
             float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
-            gpu_check=args.gpu_check,
+            quantizers=("converter", "ai-edge") if args.quantizer == "both" else (args.quantizer,),
+            float_ops=float_ops, gpu_check=args.gpu_check,
         )
         _print_rows(rows)
         print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "")
@@ -109,12 +124,19 @@ def run(args):
 
     from export.tflite import convert, write_tflite
 
-    content = convert(
-        model, args.mode, calibration, args.batch_size, args.graph,
-        args.int8_input if args.mode == "int8" else "float32",
-        args.int8_output if args.mode == "int8" else "float32",
-        float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
-    )
+    if ai_edge_mode and args.mode != "float32":
+        from export.ai_edge_quantizer import quantize
+
+        float32_content = convert(model, "float32", batch_size=args.batch_size, graph=args.graph, tta=args.tta)
+        content = quantize(float32_content, args.mode, None if calibration is None else calibration.astype("float32"),
+                           float_ops=float_ops)
+    else:
+        content = convert(
+            model, args.mode, calibration, args.batch_size, args.graph,
+            args.int8_input if args.mode == "int8" else "float32",
+            args.int8_output if args.mode == "int8" else "float32",
+            float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
+        )
     write_tflite(content, args.output, names)
     print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode}{averaged})")
     return 0
