@@ -50,7 +50,8 @@ def work(tmp_path_factory):
     test_images, test_labels = split_arrays(splits.test, (28, 28, 1), 100)
     rows = export_modes(model, str(folder), MODES, calibration_images=split_arrays(splits.train, (28, 28, 1), 64)[0],
                         test_images=test_images, test_labels=test_labels, class_names=CLASS_NAMES,
-                        dataset_name=spec, rounds=1, runs=2, gpu_limit=100, log=lambda *_: None)
+                        dataset_name=spec, rounds=1, runs=2, gpu_limit=100, quantizers=("converter", "ai-edge"),
+                        log=lambda *_: None)
     run = root / "run"
     run.mkdir()
     model.save(run / "model.keras")
@@ -61,6 +62,23 @@ def work(tmp_path_factory):
 
 def test_model_learned_something(work):
     assert work.rows["float32"]["accuracy"] > 0.6
+
+
+def test_ai_edge_quantizer_files_run_on_the_gpu_or_fail_without_aborting(work):
+    """AI Edge Quantizer's files on the GPU accelerator: dynamic and int8 run fully accelerated;
+    int16x8 (int16 inputs, moved as float16 bytes by the child) runs with its int16 ops on the
+    CPU; weight_only's DEQUANTIZE of constant weights fails to compile there (a Python
+    exception in an app, not an abort), and the report sends the GPU to float16."""
+    _require_gpu()
+    for mode in ("dynamic:ai-edge", "int8:ai-edge", "int16x8:ai-edge"):
+        gpu = work.rows[mode]["gpu"]
+        assert gpu["status"] == "runs", (mode, gpu["summary"])
+        assert gpu["agreement_with_cpu"] >= 0.95, (mode, gpu)
+    assert work.rows["int8:ai-edge"]["gpu"]["fully_accelerated"]
+    assert work.rows["weight_only:ai-edge"]["gpu"]["status"] in ("runs", "failed")
+    assert all(row["gpu"]["status"] != "aborted" for row in work.rows.values())
+    text = (work.folder / "report.md").read_text()
+    assert "## Recommendation" in text and "model_float16.tflite" in text.split("## Recommendation")[1]
 
 
 def test_no_one_way_split_in_any_exported_file(work):
@@ -124,7 +142,8 @@ def test_report_shows_the_run_and_the_static_analyzer(work):
     assert "GPU accelerator (run)" in text and "GPU Analyzer (static)" in text
     assert "## Which file for which accelerator" in text and "float16 for the GPU" in text
     rows = json.loads((work.folder / "report.json").read_text())["rows"]
-    assert all(row["gpu"]["status"] in ("runs", "unavailable") for row in rows)
+    # Every file runs, but AI Edge Quantizer's weight_only, which the GPU refuses (see above).
+    assert all(row["gpu"]["status"] in ("runs", "unavailable") for row in rows if row["mode"] != "weight_only:ai-edge")
     assert all(isinstance(row["gpu_compatible"], bool) for row in rows)  # the Analyzer's verdict stays
 
 
