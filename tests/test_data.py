@@ -101,6 +101,26 @@ def _write_folder(root, sizes=((20, 24), (16, 16))):
     return expected
 
 
+def test_folder_pipelines_have_a_known_length_so_keras_does_not_warn(tmp_path):
+    """Keras warns "Your input ran out of data" whenever a dataset of unknown length ends, in
+    validation and evaluate too; skipping undecodable files (ignore_errors) made it unknown."""
+    import warnings
+
+    import keras
+
+    _write_folder(tmp_path)
+    splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.25, image_size=(16, 16))
+    pipelines = [make_pipeline(split, (16, 16), 3, 4, num_classes=3, cache_memory_bytes=cache)
+                 for split in (splits.validation, splits.test) for cache in (0, 2**20)]
+    assert [int(p.cardinality()) for p in pipelines] == [2, 2, 2, 2]  # 6 validation / 6 test images, batches of 4
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.evaluate(pipelines[0], verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
 def test_folder_of_pngs(tmp_path):
     _write_folder(tmp_path)
     splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.25, image_size=(16, 16))

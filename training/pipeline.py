@@ -278,9 +278,10 @@ def make_pipeline(
     tf.data cache files at `cache_file` (a path prefix; None: none). `num_examples`
     defaults to the split's known size.
 
-    `training` shuffles (seeded, new each epoch), and an epoch of image files holds
-    exactly the split's number of images: the next images of a fresh shuffle stand in for
-    any skipped as undecodable. `repeat` (default: only for a sharded train split) repeats
+    `training` shuffles (seeded, new each epoch). A pass over image files holds exactly the
+    split's number of images, so its length is known: the next images of a fresh pass stand
+    in for any skipped as undecodable (in an evaluation, such an image counts twice; the
+    pre-training check has left out the files it can tell are broken). `repeat` (default: only for a sharded train split) repeats
     forever: pass `steps_per_epoch` to `fit`. Shards differ in size by an image, so every
     worker needs an endless stream to take part in every step; a sharded split also turns
     tf.distribute's auto-sharding off (`shard_options()`). `deterministic=False` lets
@@ -312,7 +313,9 @@ def make_pipeline(
         # A cached split is read once in its fixed order; shuffling happens after the cache.
         shuffled_early = training and cache is None
         ds = source.dataset(shuffle_seed=seed if shuffled_early else None, deterministic=deterministic,
-                            exact_count=training)
+                            # Every split: Keras warns "Your input ran out of data" when a dataset of
+                            # unknown length (ignore_errors makes it so) ends, validation included.
+                            exact_count=True)
         shuffled = shuffled_early and source.shuffles_fully
     else:
         ds, shuffled = dataset, False
