@@ -33,7 +33,8 @@ from bench.machine import machine_info  # noqa: E402
 
 # (quantizer, mode, option): converter modes go through export.tflite.convert, ai-edge ones through
 # export.ai_edge_quantizer.quantize of the converter's float32 file.
-LN_ATTENTION = ("MEAN", "SUB", "MUL", "RSQRT", "ADD", "SOFTMAX", "BATCH_MATMUL")
+# `keras-vit export --quantizer ai-edge --float-ops layernorm,residual,attention`
+LN_ATTENTION = ("layernorm", "residual", "attention")
 VARIANTS = (
     ("converter", "float32", None),
     ("converter", "float16", None),
@@ -109,6 +110,8 @@ def load_subject(name, args):
         note = f"the default command's model of {spec or 'a 224x224 folder'}"
     else:
         raise SystemExit(f"unknown model {name}; expected digits, mnist, vit_ti16 or default224")
+    if name in ("digits", "mnist") and getattr(args, f"{name}_model"):
+        note = f"the default command's model at `{path}`"
     model = load_keras_model(path, float32=True)
     shape = tuple(model.inputs[0].shape[1:])
     if not spec:

@@ -37,6 +37,16 @@ RECIPES = {
     "weight_only": "weight_only_wi8_afp32",  # int8 weights dequantized to float before each op
 }
 STATIC_MODES = ("int8", "int16x8")
+# Named parts of our ViT graph (export.graph), as the op types they are made of. Op types are
+# coarse: `residual` (ADD) also keeps the bias adds and `layernorm` (MUL) the scalings in float.
+# `layernorm,residual,attention` leaves the projections and the MLP int8: the fastest accurate
+# int8 file on the CPU for the models of the default command (BENCHMARKS.md, "Export: quantizers").
+FLOAT_OP_GROUPS = {
+    "attention": ("BATCH_MATMUL", "SOFTMAX"),
+    "layernorm": ("MEAN", "SUB", "MUL", "RSQRT"),
+    "residual": ("ADD",),
+    "gelu": ("GELU",),
+}
 # Op types a `float_ops` entry may name (the quantizer's `TFLOperationName` values it can select).
 # Anything else in `float_ops` is taken as a tensor-name regex.
 _NO_QUANTIZE = "no_quantize"
@@ -106,7 +116,7 @@ def _dataset(content, images, what):
 
 
 def _float_rules(float_ops):
-    """`float_ops` (a regex string, or a list of op types and/or regexes) -> `[(regex, op type)]`."""
+    """`float_ops` (a regex string, or a list of group names, op types and/or regexes) -> `[(regex, op type)]`."""
     if float_ops is None:
         return []
     if isinstance(float_ops, str):
@@ -115,8 +125,10 @@ def _float_rules(float_ops):
     rules = []
     for entry in float_ops:
         if not isinstance(entry, str) or not entry:
-            raise ValueError(f"float_ops entries must be op types or tensor-name regexes, got {entry!r}")
-        rules.append((".*", entry) if entry in types else (entry, "*"))
+            raise ValueError(f"float_ops entries must be groups ({', '.join(FLOAT_OP_GROUPS)}), op types or "
+                             f"tensor-name regexes, got {entry!r}")
+        for op_type in FLOAT_OP_GROUPS.get(entry, (entry,)):
+            rules.append((".*", op_type) if op_type in types else (op_type, "*"))
     return rules
 
 
@@ -139,7 +151,8 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
         mode: `int8`, `int16x8` (static: calibrated), `dynamic` or `weight_only` (see `RECIPES`).
         calibration_images: float32 `[N, H, W, C]` raw pixels from the training data; needed by the
             static modes, ignored by the others. N of a few dozen to a few hundred is enough.
-        float_ops: ops left in float: a regex, or a list whose entries are op types
+        float_ops: ops left in float: a regex, or a list whose entries are groups of our graph
+            (`FLOAT_OP_GROUPS`: `layernorm`, `residual`, `attention`, `gelu`), op types
             (`SOFTMAX`, `GELU`, `MEAN`, `RSQRT`, `ADD`, ... : every op of that type) or regexes
             searched in the op's output tensor names (`Rsqrt|Mean`: see the module docstring).
             Between a float op and its integer neighbours the quantizer puts DEQUANTIZE/QUANTIZE.

@@ -115,6 +115,11 @@ def test_float_ops_keep_matched_ops_float(work):
     # By tensor-name regex: the LayerNorms' RSQRT ops (output tensors `Rsqrt`, `Rsqrt_1`, ...).
     facts = analyze_ops(quantize(work.float32, "int8", work.calibration, float_ops="Rsqrt"))
     assert facts["float_ops"].get("RSQRT") == facts["ops"]["RSQRT"] and "SOFTMAX" not in facts["float_ops"]
+    # By named group of our graph: LayerNorm, residual adds and attention float, projections and MLP int8.
+    facts = analyze_ops(quantize(work.float32, "int8", work.calibration, float_ops=["layernorm", "residual", "attention"]))
+    for op_type in ("MEAN", "RSQRT", "ADD", "SOFTMAX", "BATCH_MATMUL"):
+        assert facts["float_ops"].get(op_type) == facts["ops"][op_type], op_type
+    assert "FULLY_CONNECTED" not in facts["float_ops"]
 
 
 def test_validate_reports_per_tensor_errors(work):
