@@ -39,6 +39,7 @@ def export_modes(
     float_ops=None,
     gpu_check=True,
     gpu_limit=200,
+    validate_limit=16,
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -54,7 +55,9 @@ def export_modes(
     `quantizers`: who quantizes the dynamic, int8 and int16x8 modes: `converter` (TFLiteConverter,
     files `model_<mode>.tflite`) and/or `ai-edge` (AI Edge Quantizer on the float32 file,
     `export.ai_edge_quantizer`; files `model_<mode>_aiedge.tflite`, rows `<mode>:ai-edge`, plus
-    its `weight_only` mode; `float_ops` keeps matching ops in float). Both side by side compare them.
+    its `weight_only` mode; `float_ops` keeps matching ops in float). Both side by side compare them;
+    the report adds, per AI Edge Quantizer file, its `validate()` per-tensor errors on the first
+    `validate_limit` test images.
 
     With `float_fallback` (see `export.tflite.convert`), an extra int8 model with those
     parts kept float is written as `model_int8_fallback.tflite` (row `int8+float:...`).
@@ -139,6 +142,12 @@ def export_modes(
             if gpu_check:
                 gpu_runs, gpu_context = _gpu_runs(tmp, files, images[:gpu_limit], log)
             rows = build_report(contents, images, labels, reference_logits, thread_counts, rounds, runs, files, gpu_runs)
+            for row in rows:
+                if row["mode"].endswith(":ai-edge"):
+                    from export.ai_edge_quantizer import validate
+
+                    # Where in the graph the quantizer's error arises: every tensor against the float file's.
+                    row["ai_edge_validation"] = validate(float32_content, contents[row["mode"]], images[:validate_limit])
             write_report(
                 rows,
                 tmp,

@@ -290,7 +290,25 @@ def format_markdown(rows, title="Export report", context=None):
     if rows:
         lines += _recommendation_section(rows)
         lines += _accelerator_section(rows)
+        lines += _validation_section(rows)
     return "\n".join(lines) + "\n"
+
+
+def _validation_section(rows):
+    """AI Edge Quantizer's per-tensor comparison (`export.ai_edge_quantizer.validate`) of its files."""
+    checked = [r for r in rows if r.get("ai_edge_validation")]
+    if not checked:
+        return []
+    lines = ["", "## AI Edge Quantizer: where the error arises (validate)", "",
+             "Mean-squared error of each tensor against the float32 file's, on the first test images; "
+             "the largest first.", ""]
+    for r in checked:
+        v = r["ai_edge_validation"]
+        worst = ", ".join(f"`{name}` {mse:.3g}" for name, mse in v["worst"])
+        output = ", ".join(f"{mse:.3g}" for mse in v["output_mse"].values())
+        lines.append(f"- **{r['mode']}** ({v['tensors']} tensors, {v['images']} images): output {output}; "
+                     f"median {v['median_mse']:.3g}; worst {worst}")
+    return lines
 
 
 def write_report(rows, folder, title="Export report", context=None):

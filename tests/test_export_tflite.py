@@ -528,6 +528,12 @@ def test_both_quantizers_side_by_side_and_ai_edge_alone(work, tmp_path, capsys):
         assert rows[mode]["agreement_with_keras"] >= 0.95, (mode, rows[mode]["agreement_with_keras"])
         assert rows[mode]["size_bytes"] < rows["float32"]["size_bytes"], mode
     assert rows["int8:ai-edge"]["size_bytes"] < 0.5 * rows["float32"]["size_bytes"]  # int8 weights
+    # AI Edge Quantizer's validate(): per-tensor errors of each of its files, in the report.
+    validation = rows["int8:ai-edge"]["ai_edge_validation"]
+    assert validation["tensors"] > 10 and validation["max_mse"] >= validation["median_mse"] > 0
+    assert validation["worst"][0][1] == validation["max_mse"]
+    text = (folder / "report.md").read_text()
+    assert "## AI Edge Quantizer: where the error arises (validate)" in text and "**int16x8:ai-edge**" in text
     single = tmp_path / "int8_aiedge.tflite"
     status, err = _cli(["export", str(work.run), "--dataset", work.spec, "--mode", "int8", "--quantizer", "ai-edge",
                         "--calibration-size", "64", "--output", str(single)], capsys)

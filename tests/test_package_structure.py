@@ -1,0 +1,61 @@
+"""The package's layers: keras_vit at the bottom, training and export beside each other above it,
+the command line on top. Read from the source (every import, also inside functions)."""
+
+import ast
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def imported_modules(package):
+    """`{file: {imported module names}}` of every .py file in `package`."""
+    found = {}
+    for root, _, names in os.walk(os.path.join(REPO_ROOT, package)):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(root, name)
+            with open(path) as file:
+                tree = ast.parse(file.read(), path)
+            modules = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    modules.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    modules.add(node.module)
+            found[os.path.relpath(path, REPO_ROOT)] = modules
+    return found
+
+
+def arrows(package, into):
+    return sorted(
+        f"{file} imports {module}"
+        for file, modules in imported_modules(package).items()
+        for module in modules
+        if module == into or module.startswith(into + ".")
+    )
+
+
+def test_the_model_library_imports_neither_training_nor_export():
+    assert arrows("keras_vit", "training") == [] and arrows("keras_vit", "export") == []
+
+
+def test_export_never_imports_training():
+    assert arrows("export", "training") == []
+
+
+def test_no_command_imports_another_and_the_library_imports_no_command():
+    commands = imported_modules(os.path.join("training", "commands"))
+    assert sorted(f"{file} imports {m}" for file, modules in commands.items() for m in modules
+                  if m.startswith("training.commands") or m == "training.cli") == []
+    entry_points = (os.path.join("training", "cli.py"), os.path.join("training", "__main__.py"))
+    library = {file: modules for file, modules in imported_modules("training").items()
+               if not file.startswith(os.path.join("training", "commands")) and file not in entry_points}
+    assert sorted(f"{file} imports {m}" for file, modules in library.items() for m in modules
+                  if m.startswith("training.commands") or m == "training.cli") == []
+
+
+def test_the_structure_check_sees_imports_inside_functions():
+    """The checks above would pass on an empty scan: this one proves the scan reads function bodies."""
+    modules = imported_modules("training")[os.path.join("training", "commands", "export.py")]
+    assert "export.bundle" in modules and "training.evaluation" in modules
