@@ -107,7 +107,7 @@ def test_killed_run_resumes_and_defaults_reach_95_percent(resumed_digits_run):
 def test_main_job_exports_tflite_models_that_match_keras(resumed_digits_run):
     output, _, second = resumed_digits_run
     folder = output / "tflite"
-    for mode in ("float32", "dynamic", "int8"):
+    for mode in ("float32", "float16", "dynamic", "int8"):
         assert (folder / f"model_{mode}.tflite").stat().st_size > 0, mode
         assert (folder / f"model_{mode}.labels.txt").read_text().split() == [str(i) for i in range(10)]
         assert f"tflite {mode}" in second.stdout
@@ -117,6 +117,9 @@ def test_main_job_exports_tflite_models_that_match_keras(resumed_digits_run):
     assert rows["float32"]["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
     assert rows["int8"]["accuracy"] >= keras_accuracy - 0.01
     assert rows["int8"]["fully_integer"] and rows["int8"]["agreement_with_keras"] >= 0.97
+    assert rows["float16"]["accuracy"] == pytest.approx(keras_accuracy, abs=0.005)
+    # The report names the file for the GPU accelerator: float16, unless it did not run there.
+    assert report["recommendation"]["gpu"]["mode"] == "float16", report["recommendation"]
     assert (folder / "report.md").exists()
 
 

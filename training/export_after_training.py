@@ -1,4 +1,4 @@
-"""`keras-vit train --export-tflite`: the best model as float32, dynamic and int8 `.tflite` files
+"""`keras-vit train --export-tflite`: the best model as float32, float16, dynamic and int8 `.tflite` files
 with their report, from the splits the run trained on (loaded once)."""
 
 import os
@@ -7,7 +7,8 @@ from export.bundle import export_modes
 from training.artifacts import load_model_and_class_names
 from training.evaluation import ModelData
 
-MODES = ("float32", "dynamic", "int8")
+# float16 is the file for the GPU accelerator, dynamic or int8 for the CPU, int8 for NPUs.
+MODES = ("float32", "float16", "dynamic", "int8")
 
 
 def export_tflite_after_training(output, splits, dataset, limit_test=None, log=print):

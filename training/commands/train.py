@@ -126,7 +126,7 @@ def register(subparsers):
     augment.add_argument("--cutmix", type=float, metavar="ALPHA")
     parser.add_argument(
         "--export-tflite", dest="export_tflite", action="store_true", default=None,
-        help="export the best model to TFLite (float32, dynamic, int8) at the end and report it",
+        help="export the best model to TFLite (float32, float16 for the GPU, dynamic, int8) at the end and report it",
     )
     parser.set_defaults(func=run)
 
