@@ -282,17 +282,21 @@ def load_predictor(path, class_names=None, num_threads=None, batch_size=DEFAULT_
     return KerasPredictor(load_keras_file(keras_path, float32=True), class_names, source=str(path), batch_size=batch_size)
 
 
-def predict_files(predictor, paths, resize=True, batch_size=None):
-    """Class probabilities of image files (and folders, searched recursively).
+def iter_predictions(predictor, paths, resize=True, batch_size=None):
+    """Class probabilities of image files (and folders, searched recursively), a batch at a time.
 
     Images are decoded as the model's channel count (gray from color takes the luminance,
     RGB from gray repeats it) and, with `resize`, resized to the model's size as the training
-    input pipeline does (bilinear, rounded); without it an image of another size is an error.
-    They are read `batch_size` at a time.
+    input pipeline does (bilinear, rounded); without it an image of another size is an error
+    that names it. A file that cannot be decoded (corrupt, truncated, not an image) is skipped,
+    so that one bad photo does not stop a folder of thousands.
 
-    Returns `(files, probabilities)`: the image files in order and float32 `[N, K]`.
+    Yields `(files, probabilities [B, K], skipped)` per batch of `batch_size` files: the files
+    that were read, their probabilities, and `(file, reason)` of those skipped.
     """
-    from keras_vit.images import list_image_files, load_image_files
+    import tensorflow as tf
+
+    from keras_vit.images import decode_image_file, list_image_files, resize_uint8
 
     height, width, channels = predictor.image_shape
     if channels not in IMAGE_CHANNELS:
@@ -304,13 +308,40 @@ def predict_files(predictor, paths, resize=True, batch_size=None):
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     files = list_image_files([str(p) for p in paths])
-    if not files:
-        raise ValueError("no images given")
-    probabilities = []
     for start in range(0, len(files), batch_size):
-        images = load_image_files(files[start : start + batch_size], (height, width), channels, resize=resize)
-        probabilities.append(predictor.predict(images, batch_size=batch_size))
-    return files, np.concatenate(probabilities)
+        read, images, skipped = [], [], []
+        for path in files[start : start + batch_size]:
+            try:
+                image = decode_image_file(path, channels)
+            except tf.errors.OpError as error:
+                skipped.append((path, (error.message or "").strip().splitlines()[0] if error.message else "unreadable"))
+                continue
+            if tuple(image.shape[:2]) != (height, width):
+                if not resize:
+                    raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
+                                     f"{width}x{height}; leave out --no-resize to resize it")
+                image = resize_uint8(image, (height, width))
+            read.append(path)
+            images.append(image.numpy())
+        probabilities = (predictor.predict(np.stack(images), batch_size=batch_size) if images
+                         else np.zeros((0, len(predictor.class_names)), "float32"))
+        yield read, probabilities, skipped
+
+
+def predict_files(predictor, paths, resize=True, batch_size=None):
+    """All of `iter_predictions` at once: `(files, probabilities [N, K], skipped [(file, reason)])`.
+
+    Raises ValueError when no file could be read.
+    """
+    files, probabilities, skipped = [], [], []
+    for batch_files, batch_probabilities, batch_skipped in iter_predictions(predictor, paths, resize, batch_size):
+        files += batch_files
+        probabilities.append(batch_probabilities)
+        skipped += batch_skipped
+    if not files:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        raise ValueError(f"no readable image among {len(skipped)} file(s): {reasons}")
+    return files, np.concatenate(probabilities), skipped
 
 
 def top_k(probabilities, class_names, k=5):

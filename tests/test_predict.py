@@ -157,6 +157,9 @@ def test_table_json_and_csv_agree(setup, capsys, tmp_path):
         (record["image"], rank, p["class"], p["index"], p["probability"])
         for record in records for rank, p in enumerate(record["predictions"], start=1)
     ]
+    # On the terminal, a batch at a time (here one image each): the same CSV, its header once.
+    assert main(["predict", models["tflite"], *files, "--top-k", "2", "--format", "csv", "--batch-size", "1"]) == 0
+    assert capsys.readouterr().out == out.read_text()
     out_json = tmp_path / "predictions.json"
     assert main(["predict", models["tflite"], *files, "--top-k", "2", "--format", "json", "--output",
                  str(out_json)]) == 0
@@ -182,8 +185,8 @@ def test_library_api(setup):
             predictor.predict(np.zeros((1, 8, 8, 3), "uint8"))
     # A .keras file alone has no class names: "0", "1", ... unless given.
     assert load_predictor(models["keras"]).class_names == ["0", "1", "2", "3"]
-    files, probabilities = predict_files(predictors[0], [images / "sub"])
-    assert files == [str(images / "sub" / "b.png")] and probabilities.shape == (1, 4)
+    files, probabilities, skipped = predict_files(predictors[0], [images / "sub"])
+    assert files == [str(images / "sub" / "b.png")] and probabilities.shape == (1, 4) and skipped == []
     rows = top_k(np.array([[0.1, 0.4, 0.4, 0.1]]), CLASS_NAMES, 3)
     assert [(p["class"], p["index"], p["probability"]) for p in rows[0]] == [("bee", 1, 0.4), ("cat", 2, 0.4),
                                                                               ("ant", 0, 0.1)]
@@ -238,8 +241,15 @@ def test_bad_input_is_one_line_and_exit_code_2(setup, capsys, tmp_path, monkeypa
     model = models["tflite"]
     assert f"image not found: {tmp_path / 'nope.png'}" in _error(capsys, model, str(tmp_path / "nope.png"))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    assert f"{tmp_path / 'broken.png'} is not a readable PNG, JPEG, BMP or GIF image" in _error(
-        capsys, model, image, str(tmp_path / "broken.png"))
+    # Only undecodable files: an error. Among readable ones: skipped, named on stderr, exit status 1.
+    assert f"no readable image among 1 file(s): {tmp_path / 'broken.png'}" in _error(
+        capsys, model, str(tmp_path / "broken.png"))
+    for output_format in ("table", "csv", "json"):
+        status = main(["predict", model, image, str(tmp_path / "broken.png"), "--format", output_format])
+        captured = capsys.readouterr()
+        assert status == 1 and image in captured.out and "broken.png" not in captured.out, output_format
+        assert captured.err.startswith(f"keras-vit predict: warning: skipped 1 file that could not be decoded: "
+                                       f"{tmp_path / 'broken.png'} (")
     (tmp_path / "empty").mkdir()
     assert f"{tmp_path / 'empty'} holds no image files" in _error(capsys, model, str(tmp_path / "empty"))
     assert f"{images / 'big.png'} is 24x40 pixels but the model takes 16x16" in _error(

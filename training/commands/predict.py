@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import sys
 
 from training.choices import PREDICT_FORMATS
 
@@ -34,7 +35,14 @@ def register(subparsers):
 
 def run(args):
     from export.predictor import (
-        KerasPredictor, format_predictions, load_predictor, model_format, predict_files, top_k, write_output_atomic,
+        KerasPredictor,
+        format_predictions,
+        iter_predictions,
+        load_predictor,
+        model_format,
+        predict_files,
+        top_k,
+        write_output_atomic,
     )
 
     if args.top_k < 1:
@@ -56,11 +64,37 @@ def run(args):
         predictor = KerasPredictor(model, names, source=args.model, batch_size=args.batch_size)
     else:
         predictor = load_predictor(args.model, num_threads=args.threads, batch_size=args.batch_size)
-    files, probabilities = predict_files(predictor, args.images, resize=args.resize, batch_size=args.batch_size)
-    text = format_predictions(files, top_k(probabilities, predictor.class_names, args.top_k), args.output_format)
-    if args.output:
-        write_output_atomic(args.output, text)
-        print(f"wrote {args.output_format} predictions of {len(files)} image{'s' * (len(files) != 1)} to {args.output}")
+    if args.output or args.output_format == "json":
+        # A file is written whole (atomically), and JSON is one document: both wait for every image.
+        files, probabilities, skipped = predict_files(predictor, args.images, resize=args.resize,
+                                                      batch_size=args.batch_size)
+        text = format_predictions(files, top_k(probabilities, predictor.class_names, args.top_k), args.output_format)
+        if args.output:
+            write_output_atomic(args.output, text)
+            print(f"wrote {args.output_format} predictions of {len(files)} image{'s' * (len(files) != 1)} "
+                  f"to {args.output}")
+        else:
+            print(text, end="")
     else:
-        print(text, end="")
+        # A table or CSV on the terminal: each batch as soon as it is done.
+        count, skipped = 0, []
+        for files, probabilities, batch_skipped in iter_predictions(predictor, args.images, resize=args.resize,
+                                                                    batch_size=args.batch_size):
+            skipped += batch_skipped
+            if files:
+                text = format_predictions(files, top_k(probabilities, predictor.class_names, args.top_k),
+                                          args.output_format)
+                if count and args.output_format == "csv":
+                    text = text.partition("\n")[2]  # the header once
+                print(text, end="", flush=True)
+                count += len(files)
+        if not count:
+            raise ValueError(f"no readable image among {len(skipped)} file(s): "
+                             + "; ".join(f"{path}: {reason}" for path, reason in skipped[:3]))
+    if skipped:
+        names = ", ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"keras-vit predict: warning: skipped {len(skipped)} file{'s' * (len(skipped) != 1)} that could not "
+              f"be decoded: {names}{more}", file=sys.stderr)
+        return 1
     return 0
