@@ -5,6 +5,8 @@ float32 (or uint8) `[batch, height, width, channels]` in 0..255, at the model's 
 channel count; the model scales them itself (`ViT(input_scaling=...)`). Training,
 evaluation, export calibration, the SavedModel's `serving_bytes` and `keras-vit predict`
 all decode and resize with the functions here, so a file gives the same pixels everywhere.
+JPEGs are decoded with TensorFlow's default, libjpeg's fast integer DCT, as TFDS and the
+official ViT input pipelines decode them; PIL's accurate DCT differs by a few levels per pixel.
 
     >>> import numpy as np
     >>> rgb = np.full((1, 4, 4, 3), 200, dtype="uint8")
