@@ -151,7 +151,3 @@ def parameter_bytes(content):
     model = load_model_object(content)
     return int(sum(len(b.data) for b in model.buffers if b.data is not None))
 
-
-def float_parameter_count(model):
-    """Number of weights in a Keras model."""
-    return int(sum(np.prod(w.shape) for w in model.weights))
