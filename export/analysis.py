@@ -7,7 +7,6 @@ import functools
 import io
 import os
 
-import numpy as np
 
 # Ops whose presence means the graph computes shapes at run time (a delegate, or a
 # fixed-size accelerator, cannot plan it ahead).
