@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import numpy as np
 
@@ -314,7 +315,7 @@ def iter_predictions(predictor, paths, resize=True, batch_size=None):
             try:
                 image = decode_image_file(path, channels)
             except tf.errors.OpError as error:
-                skipped.append((path, (error.message or "").strip().splitlines()[0] if error.message else "unreadable"))
+                skipped.append((path, _decode_error(error)))
                 continue
             if tuple(image.shape[:2]) != (height, width):
                 if not resize:
@@ -326,6 +327,14 @@ def iter_predictions(predictor, paths, resize=True, batch_size=None):
         probabilities = (predictor.predict(np.stack(images), batch_size=batch_size) if images
                          else np.zeros((0, len(predictor.class_names)), "float32"))
         yield read, probabilities, skipped
+
+
+def _decode_error(error):
+    """TensorFlow's decode error without its op decorations: `Unknown image file format. ...`."""
+    message = (error.message or "").strip().splitlines()[0] if error.message else ""
+    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)  # {{function_node __wrapped__DecodeImage_...}}
+    message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message)  # [Op:DecodeImage] name:
+    return message or "cannot be decoded"
 
 
 def predict_files(predictor, paths, resize=True, batch_size=None):
