@@ -130,8 +130,14 @@ INTENDED_ACCELERATOR = {
     "dynamic": "the CPU (XNNPACK's dynamic-range kernels); the GPU dequantizes it to float",
     "int8": "the CPU (XNNPACK integer kernels) and integer NPUs; the GPU dequantizes it to float "
     "(no integer speed there): use float16 for the GPU",
-    "int16x8": "the CPU only: LiteRT's GPU accelerator has no int16 kernels",
+    "int16x8": "NPUs with 16-bit activations (docs/npu.md); not the CPU (no XNNPACK int16 kernels: 20-30x "
+    "float32's latency), and the GPU accelerator runs its int16 ops on the CPU",
+    "weight_only": "a smaller file only: its weights are dequantized to float before each op, so it runs as "
+    "float32 does on the CPU; the GPU accelerator refuses it",
 }
+# An int8 file with parts kept float (--float-fallback, --float-ops) is not fully integer.
+PARTLY_INTEGER = ("the CPU (int8 projections, float elsewhere: the fastest int8 where XNNPACK lacks int8 "
+                  "softmax and attention kernels); not for integer-only NPUs; use float16 for the GPU")
 
 
 def _accelerator_section(rows):
@@ -166,8 +172,12 @@ def _accelerator_section(rows):
                   "not fatal). The CPU interpreter's logits are the reference for the error."]
     lines += ["", "## Which file for which accelerator", ""]
     for r in rows:
-        base = r["mode"].split("+")[0]
+        base = r["mode"].split("+")[0].split(":")[0]  # int8+float:attention, int8:ai-edge -> int8
         intended = INTENDED_ACCELERATOR.get(base, "")
+        if base == "int8" and not r.get("fully_integer", True):
+            intended = PARTLY_INTEGER
+        if r["mode"].endswith(":ai-edge"):
+            intended += " (made by AI Edge Quantizer)"
         g = r.get("gpu")
         if g and g["status"] in ("aborted", "failed", "timeout"):
             intended += f". **Not for the GPU: it {g['status']} there** ({g.get('message', '')})"

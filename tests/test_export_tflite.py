@@ -534,6 +534,9 @@ def test_both_quantizers_side_by_side_and_ai_edge_alone(work, tmp_path, capsys):
     assert validation["worst"][0][1] == validation["max_mse"]
     text = (folder / "report.md").read_text()
     assert "## AI Edge Quantizer: where the error arises (validate)" in text and "**int16x8:ai-edge**" in text
+    # Every file is told what it is for, the AI Edge Quantizer's ones too.
+    assert "- **int8:ai-edge** (model_int8_aiedge.tflite): the CPU (XNNPACK integer kernels)" in text
+    assert "- **weight_only:ai-edge** (model_weight_only_aiedge.tflite): a smaller file only" in text
     single = tmp_path / "int8_aiedge.tflite"
     status, err = _cli(["export", str(work.run), "--dataset", work.spec, "--mode", "int8", "--quantizer", "ai-edge",
                         "--calibration-size", "64", "--output", str(single)], capsys)

@@ -143,10 +143,11 @@ def run(args):
 
 
 def _print_rows(rows):
+    width = max((len(row["mode"]) for row in rows), default=0)
     for row in rows:
         gpu = row.get("gpu")
         print(
-            f"{row['mode']:<9} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
+            f"{row['mode']:<{width}} {row['size_bytes'] / 1e6:7.3f} MB  accuracy {row['accuracy']:.4f}  "
             f"agreement {row['agreement_with_keras']:.4f}  {row['latency']['1']['median_ms']:.2f} ms"
             + (f"  GPU: {gpu['summary'] if gpu['status'] != 'unavailable' else 'not run'}" if gpu else "")
         )
