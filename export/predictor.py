@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import re
 
 import numpy as np
 
@@ -295,9 +294,7 @@ def iter_predictions(predictor, paths, resize=True, batch_size=None):
     Yields `(files, probabilities [B, K], skipped)` per batch of `batch_size` files: the files
     that were read, their probabilities, and `(file, reason)` of those skipped.
     """
-    import tensorflow as tf
-
-    from keras_vit.images import decode_image_file, list_image_files, resize_uint8
+    from keras_vit.images import UnreadableImageError, list_image_files, load_image_file
 
     height, width, channels = predictor.image_shape
     if channels not in IMAGE_CHANNELS:
@@ -313,28 +310,15 @@ def iter_predictions(predictor, paths, resize=True, batch_size=None):
         read, images, skipped = [], [], []
         for path in files[start : start + batch_size]:
             try:
-                image = decode_image_file(path, channels)
-            except tf.errors.OpError as error:
-                skipped.append((path, _decode_error(error)))
+                images.append(load_image_file(path, (height, width), channels, resize,
+                                              resize_hint="leave out --no-resize to resize it"))
+            except UnreadableImageError as error:
+                skipped.append((path, error.reason))
                 continue
-            if tuple(image.shape[:2]) != (height, width):
-                if not resize:
-                    raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
-                                     f"{width}x{height}; leave out --no-resize to resize it")
-                image = resize_uint8(image, (height, width))
             read.append(path)
-            images.append(image.numpy())
         probabilities = (predictor.predict(np.stack(images), batch_size=batch_size) if images
                          else np.zeros((0, len(predictor.class_names)), "float32"))
         yield read, probabilities, skipped
-
-
-def _decode_error(error):
-    """TensorFlow's decode error without its op decorations: `Unknown image file format. ...`."""
-    message = (error.message or "").strip().splitlines()[0] if error.message else ""
-    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)  # {{function_node __wrapped__DecodeImage_...}}
-    message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message)  # [Op:DecodeImage] name:
-    return message or "cannot be decoded"
 
 
 def predict_files(predictor, paths, resize=True, batch_size=None):

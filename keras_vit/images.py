@@ -15,6 +15,7 @@ official ViT input pipelines decode them; PIL's accurate DCT differs by a few le
 """
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -129,29 +130,50 @@ def list_image_files(paths):
     return files
 
 
-def load_image_files(paths, image_size, channels, resize=False):
-    """Reads image files into uint8 `[N, H, W, channels]` at `image_size` `(height, width)`.
+class UnreadableImageError(ValueError):
+    """A file that is not an image TensorFlow can decode (corrupt, truncated, another format);
+    `reason` is the decoder's own words."""
 
-    An image of another size is an error that names it, unless `resize`: then it is
-    resized as the input pipeline does. Raises ValueError for a file that is not a
-    readable image and FileNotFoundError for a missing one.
+    def __init__(self, path, reason):
+        super().__init__(f"{path} is not a readable PNG, JPEG, BMP or GIF image ({reason})")
+        self.path, self.reason = path, reason
+
+
+def load_image_file(path, image_size, channels, resize=False, resize_hint="pass --resize to resize it"):
+    """Reads one image file into uint8 `[H, W, channels]` at `image_size` `(height, width)`.
+
+    An image of another size is a ValueError that names it and ends with `resize_hint`,
+    unless `resize`: then it is resized as the input pipeline does. Raises
+    FileNotFoundError for a missing file and UnreadableImageError (a ValueError) for one
+    that cannot be decoded.
     """
-    images = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}")
-        try:
-            image = decode_image_file(path, channels)
-        except tf.errors.OpError:
-            raise ValueError(f"{path} is not a readable PNG, JPEG, BMP or GIF image") from None
-        if tuple(image.shape[:2]) != tuple(image_size):
-            if not resize:
-                raise ValueError(
-                    f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
-                    f"{image_size[1]}x{image_size[0]}; pass --resize to resize it"
-                )
-            image = resize_uint8(image, image_size)
-        images.append(image.numpy())
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        image = decode_image_file(path, channels)
+    except tf.errors.OpError as error:
+        raise UnreadableImageError(path, _decode_error(error)) from None
+    if tuple(image.shape[:2]) != tuple(image_size):
+        if not resize:
+            raise ValueError(
+                f"{path} is {image.shape[1]}x{image.shape[0]} pixels but the model takes "
+                f"{image_size[1]}x{image_size[0]}; {resize_hint}"
+            )
+        image = resize_uint8(image, image_size)
+    return image.numpy()
+
+
+def _decode_error(error):
+    """TensorFlow's decode error without its op decorations: `Unknown image file format. ...`."""
+    message = (error.message or "").strip().splitlines()[0] if error.message else ""
+    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)  # {{function_node __wrapped__DecodeImage_...}}
+    message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message)  # [Op:DecodeImage] name:
+    return message or "cannot be decoded"
+
+
+def load_image_files(paths, image_size, channels, resize=False):
+    """Reads image files into uint8 `[N, H, W, channels]` at `image_size` (see `load_image_file`)."""
+    images = [load_image_file(path, image_size, channels, resize) for path in paths]
     if not images:
         raise ValueError("no images given")
     return np.stack(images)
