@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 
 from export.analysis import analyze_ops, check_tflite_bytes
+from export.runtime import check_image_shape
 
 # Our mode name -> the AI Edge Quantizer recipe (a function of `ai_edge_quantizer.recipe`).
 RECIPES = {
@@ -97,12 +98,7 @@ def _dataset(content, images, what):
     the file's static batch size B (the last chunk padded by repeating its last image)."""
     key, name, shape = _signature_and_input(content)
     images = np.asarray(images, dtype="float32")
-    if images.ndim != 4 or images.shape[1:] != shape[1:]:
-        got = "x".join(str(s) for s in images.shape[1:]) if images.ndim == 4 else str(images.shape)
-        raise ValueError(
-            f"{what} of size {got} do not fit the model, which takes "
-            f"{'x'.join(str(s) for s in shape[1:])} (height x width x channels) as [N, H, W, C]"
-        )
+    check_image_shape(images, shape[1:], what)
     if len(images) == 0:
         raise ValueError(f"{what}: no images given")
     batch = shape[0]

@@ -94,13 +94,9 @@ class _Predictor:
 
     def check_images(self, images):
         """Raises ValueError unless `images` are `[N, H, W, C]` of the model's image shape."""
-        shape = tuple(np.shape(images))
-        if len(shape) != 4 or shape[1:] != tuple(self.image_shape):
-            got = "x".join(str(s) for s in shape[1:]) if len(shape) == 4 else f"an array of shape {shape}"
-            raise ValueError(
-                f"images of size {got} do not fit {self.source}, which takes "
-                f"{'x'.join(str(s) for s in self.image_shape)} (height x width x channels) images [N, H, W, C]"
-            )
+        from export.runtime import check_image_shape
+
+        check_image_shape(images, self.image_shape, model=self.source)
 
     def predict(self, images, batch_size=None):
         """uint8 or float32 `[N, H, W, C]` raw 0..255 pixels -> float32 class probabilities `[N, K]`."""

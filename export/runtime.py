@@ -7,6 +7,17 @@ import numpy as np
 from export.analysis import check_tflite_bytes, interpreter_class
 
 
+def check_image_shape(images, image_shape, name="images", model="the model"):
+    """Raises ValueError, naming `name` and `model`, unless `images` are `[N, *image_shape]`."""
+    shape = tuple(np.shape(images))
+    if len(shape) != 4 or shape[1:] != tuple(image_shape):
+        got = "x".join(str(s) for s in shape[1:]) if len(shape) == 4 else f"an array of shape {shape}"
+        raise ValueError(
+            f"{name} of size {got} do not fit {model}, which takes "
+            f"{'x'.join(str(s) for s in image_shape)} (height x width x channels) images [N, H, W, C]"
+        )
+
+
 class TFLiteRunner:
     """LiteRT interpreter around one model, fed float32 raw-pixel images of any count.
 
@@ -49,14 +60,7 @@ class TFLiteRunner:
 
     def check_images(self, images):
         """Raises ValueError unless `images` are `[N, H, W, C]` of the model's image shape."""
-        expected = self.input_shape[1:]
-        shape = tuple(np.shape(images))
-        if len(shape) != 4 or shape[1:] != expected:
-            got = "x".join(str(s) for s in shape[1:]) if len(shape) == 4 else str(shape)
-            raise ValueError(
-                f"images of size {got} do not fit the model, which takes "
-                f"{'x'.join(str(s) for s in expected)} (height x width x channels)"
-            )
+        check_image_shape(images, self.input_shape[1:])
 
     def predict(self, images):
         """float32 `[N, H, W, C]` raw pixels -> float32 `[N, num_outputs]`."""
