@@ -350,12 +350,12 @@ def run_on_gpu(tflite_path, images, timeout=300, runs=20, warmup=3, enforce_f32=
     pad = (-count) % batch
     if pad:
         images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-    inputs = runner._quantize_input(images)
+    inputs = runner.quantize_input(images)
     with tempfile.TemporaryDirectory(prefix="keras_vit_gpu_") as folder:
         result = _run_child(os.path.abspath(tflite_path), inputs, folder, "gpu", runs, warmup, timeout, enforce_f32)
     if result.runs:
         outputs = result.outputs.reshape(len(images), -1)
-        result.outputs = np.asarray(runner._dequantize_output(outputs), "float32")[:count]
+        result.outputs = np.asarray(runner.dequantize_output(outputs), "float32")[:count]
         if result.fully_accelerated and result.gpu_ops is None:
             result.gpu_ops, result.cpu_ops = sum(analyze_ops(content)["ops"].values()), 0
     return result
@@ -404,8 +404,8 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
     runner = TFLiteRunner(content)
     available, reason = gpu_accelerator_available()
     if not available:
-        raise ValueError(f"--accelerator gpu: {reason}")
-    images = check_image_array(images, runner.input_shape[1:], "test images")
+        raise ValueError(f"LiteRT's GPU accelerator is not available: {reason}")
+    images = check_image_array(images, runner.input_shape[1:], "test images", labels)
     labels = np.asarray(labels)
     result = run_on_gpu(tflite_path, images, timeout=timeout, check_available=False)
     cpu = runner.predict(images)

@@ -167,7 +167,8 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError(
                 f"ai-edge-quantizer mode {mode} needs calibration images (float32 [N, H, W, C] raw pixels from the "
-                "training data, e.g. export.calibration.calibration_images); or use mode dynamic or weight_only, "
+                "training data: `keras-vit export --dataset SPEC` draws them from its training split); or use mode "
+                "dynamic or weight_only, "
                 "which need none"
             )
         calibration = _dataset(float32_content, calibration_images, "calibration images")

@@ -89,15 +89,14 @@ def export_modes(
     if needs_calibration and calibration_images is None:
         raise ValueError(
             f"mode(s) {', '.join(m for m in modes if m in QUANTIZED_MODES)} need calibration images: "
-            "pass --dataset SPEC (its training split is used)"
+            "pass calibration_images (`keras-vit export --dataset SPEC` draws them from its training split)"
         )
     calibration = None
     if needs_calibration:
         calibration = check_image_array(calibration_images, image_shape, "calibration images")
     if test_images is not None:
-        test_images = check_image_array(test_images, image_shape, "test images")
-        if test_labels is None or len(test_labels) != len(test_images):
-            raise ValueError(f"{len(test_images)} test images need as many test labels")
+        test_images = check_image_array(test_images, image_shape, "test images",
+                                        np.zeros(0) if test_labels is None else test_labels)
     # Other files of an existing folder are kept; ours are replaced one by one (each atomic).
     with atomic_folder(folder, merge=True) as tmp:
         contents, files = {}, {}

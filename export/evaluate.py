@@ -13,8 +13,9 @@ from export.analysis import read_tflite
 from export.runtime import TFLiteRunner
 
 
-def check_image_array(images, image_shape, name="images"):
-    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images."""
+def check_image_array(images, image_shape, name="images", labels=None):
+    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images
+    (and, with `labels`, unless there is one label per image)."""
     images = np.asarray(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(
@@ -23,15 +24,9 @@ def check_image_array(images, image_shape, name="images"):
         )
     if len(images) == 0:
         raise ValueError(f"no {name}: need at least one")
+    if labels is not None and np.shape(labels) != (len(images),):
+        raise ValueError(f"{len(images)} {name} need as many labels [N], got labels of shape {list(np.shape(labels))}")
     return images.astype("float32", copy=False)
-
-
-def predict_in_batches(predict, images, batch_size=256):
-    """`predict` (float32 `[B, H, W, C]` -> `[B, K]`) over `images`, `batch_size` at a time: `[N, K]`."""
-    return np.concatenate([
-        np.asarray(predict(np.asarray(images[start:start + batch_size], "float32")))
-        for start in range(0, len(images), batch_size)
-    ])
 
 
 def compare_outputs(outputs, reference, labels=None):
@@ -64,9 +59,9 @@ def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_thread
     """
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content, num_threads=num_threads)
-    images = check_image_array(images, runner.input_shape[1:], "test images")
+    images = check_image_array(images, runner.input_shape[1:], "test images", labels)
     labels = np.asarray(labels)
-    outputs = predict_in_batches(runner.predict, images)
+    outputs = runner.predict(images)
     latency = runner.latency()
     metrics = {
         "test_accuracy": float(np.mean(outputs.argmax(-1) == labels)),

@@ -128,7 +128,7 @@ class KerasPredictor(_Predictor):
     """
 
     def __init__(self, model, class_names=None, source=None, batch_size=DEFAULT_BATCH_SIZE):
-        from export.savedmodel import _outputs_are_probabilities
+        from export.savedmodel import outputs_are_probabilities
         from keras_vit.images import model_image_shape
 
         self.model = model
@@ -137,7 +137,7 @@ class KerasPredictor(_Predictor):
         if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
             raise ValueError(f"{self.source} must have one [batch, classes] output to predict classes")
         self.class_names = _check_class_names(class_names, int(model.outputs[0].shape[-1]), self.source)
-        self.outputs_probabilities = _outputs_are_probabilities(model)
+        self.outputs_probabilities = outputs_are_probabilities(model)
         self.batch_size = batch_size
 
     def _probabilities(self, images):

@@ -44,7 +44,7 @@ class TFLiteRunner:
     def batch_size(self):
         return self.input_shape[0]
 
-    def _quantize_input(self, images):
+    def quantize_input(self, images):
         dtype = self.input["dtype"]
         if dtype == np.float32:
             return images.astype("float32")
@@ -52,7 +52,7 @@ class TFLiteRunner:
         info = np.iinfo(dtype)
         return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
 
-    def _dequantize_output(self, values):
+    def dequantize_output(self, values):
         if self.output["dtype"] == np.float32:
             return values
         scale, zero_point = self.output["quantization"]
@@ -73,17 +73,17 @@ class TFLiteRunner:
             count = len(chunk)
             if count < batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, axis=0)])
-            self.interpreter.set_tensor(self.input["index"], self._quantize_input(chunk))
+            self.interpreter.set_tensor(self.input["index"], self.quantize_input(chunk))
             self.interpreter.invoke()
             result = self.interpreter.get_tensor(self.output["index"])
-            outputs.append(self._dequantize_output(result)[:count])
+            outputs.append(self.dequantize_output(result)[:count])
         return np.concatenate(outputs).astype("float32")
 
     def latency(self, runs=50, warmup=5, images=None):
         """Median and 90th-percentile milliseconds of one `invoke` (one batch)."""
         if images is None:
             images = np.random.default_rng(0).uniform(0, 255, self.input_shape).astype("float32")
-        self.interpreter.set_tensor(self.input["index"], self._quantize_input(images[: self.batch_size]))
+        self.interpreter.set_tensor(self.input["index"], self.quantize_input(images[: self.batch_size]))
         for _ in range(warmup):
             self.interpreter.invoke()
         times = []

@@ -17,7 +17,7 @@ LABELS_ASSET = "labels.txt"
 INPUT_DTYPES = ("float32", "uint8")
 
 
-def _outputs_are_probabilities(model):
+def outputs_are_probabilities(model):
     return getattr(model, "classifier_activation", None) == "softmax"
 
 
@@ -36,7 +36,7 @@ class ServingModule:
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {num_classes} outputs")
         top_k = max(1, min(int(top_k), num_classes))
-        probabilities_out = _outputs_are_probabilities(model)
+        probabilities_out = outputs_are_probabilities(model)
 
         module = tf.Module()
         module.model = model

@@ -143,7 +143,8 @@ def convert(
     if mode in QUANTIZED_MODES:
         if representative_images is None or len(representative_images) == 0:
             raise ValueError(
-                f"mode {mode} needs calibration images from the training data: pass a dataset (--dataset SPEC)"
+                f"mode {mode} needs calibration images from the training data (representative_images; "
+                "`keras-vit export --dataset SPEC` draws them from its training split)"
             )
         representative_images = np.asarray(representative_images, dtype="float32")
         expected = tuple(model.inputs[0].shape[1:])

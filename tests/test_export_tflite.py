@@ -343,6 +343,8 @@ def test_evaluate_errors(work, tmp_path):
     # 8x8 digits are not the 28x28 images the model takes: refused where they are loaded...
     with pytest.raises(ValueError, match=r"images of size 8x8x1.*takes 28x28x1"):
         _arrays("digits")
+    with pytest.raises(ValueError, match=r"10 test images need as many labels \[N\], got labels of shape \[9\]"):
+        evaluate_tflite(str(work.folder / "model_float32.tflite"), images, labels[:9])
     # ...and by export, which checks the arrays it is given.
     with pytest.raises(ValueError, match=r"test images have shape \[10, 8, 8, 1\], the model takes \[N, 28, 28, 1\]"):
         evaluate_tflite(str(work.folder / "model_float32.tflite"), images[:, :8, :8], labels)
@@ -545,3 +547,21 @@ def test_both_quantizers_side_by_side_and_ai_edge_alone(work, tmp_path, capsys):
     status, err = _cli(["export", str(work.run), "--mode", "int8", "--quantizer", "both", "--output",
                         str(tmp_path / "x.tflite")], capsys)
     assert status == 2 and "--quantizer both compares the two quantizers in the report of --mode all" in err
+
+
+def test_export_modes_refuses_what_it_cannot_use(work, tmp_path):
+    from export.bundle import export_modes
+
+    images, labels = _arrays(work.spec, count=8)
+    cases = [
+        (dict(quantizers=("tflite-converter",)), "quantizers must be among converter, ai-edge, got tflite-converter"),
+        (dict(modes=("int8",)), r"mode\(s\) int8 need calibration images: pass calibration_images"),
+        (dict(test_images=images, test_labels=labels[:3]), r"8 test images need as many labels \[N\], got labels of shape \[3\]"),
+        (dict(test_images=images), r"8 test images need as many labels \[N\], got labels of shape \[0\]"),
+        (dict(modes=("float16",), float_fallback=("gelu",)), "float fallback applies to the int8 mode"),
+    ]
+    for options, message in cases:
+        options = {"modes": ("float32",), **options}
+        with pytest.raises(ValueError, match=message):
+            export_modes(work.model, str(tmp_path / "out"), gpu_check=False, log=lambda *_: None, **options)
+    assert not (tmp_path / "out").exists()  # nothing written for a refused export

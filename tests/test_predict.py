@@ -187,6 +187,8 @@ def test_library_api(setup):
     assert load_predictor(models["keras"]).class_names == ["0", "1", "2", "3"]
     files, probabilities, skipped = predict_files(predictors[0], [images / "sub"])
     assert files == [str(images / "sub" / "b.png")] and probabilities.shape == (1, 4) and skipped == []
+    b_pixels = load_image_files(files, (SIZE, SIZE), 3)
+    np.testing.assert_allclose(probabilities, _softmax(model.predict(b_pixels.astype("float32"), verbose=0)), atol=1e-4)
     rows = top_k(np.array([[0.1, 0.4, 0.4, 0.1]]), CLASS_NAMES, 3)
     assert [(p["class"], p["index"], p["probability"]) for p in rows[0]] == [("bee", 1, 0.4), ("cat", 2, 0.4),
                                                                               ("ant", 0, 0.1)]
