@@ -20,8 +20,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
-# Files that `decode_image` reads (by content: a PNG named .jpg decodes fine).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Files that `decode_image` reads (by content: a PNG named .jpg decodes fine); WebP where
+# this TensorFlow decodes it.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif") + ((".webp",) if hasattr(tf.io, "decode_webp") else ())
 
 
 def model_image_shape(model):
@@ -139,7 +140,7 @@ class UnreadableImageError(ValueError):
         self.path, self.reason = path, reason
 
 
-def load_image_file(path, image_size, channels, resize=False, resize_hint="pass --resize to resize it"):
+def load_image_file(path, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True"):
     """Reads one image file into uint8 `[H, W, channels]` at `image_size` `(height, width)`.
 
     An image of another size is a ValueError that names it and ends with `resize_hint`,
@@ -171,9 +172,9 @@ def _decode_error(error):
     return message or "cannot be decoded"
 
 
-def load_image_files(paths, image_size, channels, resize=False):
+def load_image_files(paths, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True"):
     """Reads image files into uint8 `[N, H, W, channels]` at `image_size` (see `load_image_file`)."""
-    images = [load_image_file(path, image_size, channels, resize) for path in paths]
+    images = [load_image_file(path, image_size, channels, resize, resize_hint) for path in paths]
     if not images:
         raise ValueError("no images given")
     return np.stack(images)

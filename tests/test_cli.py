@@ -72,6 +72,9 @@ def _bad_npz(tmp_path, **arrays):
         ("tf_config_index_out_of_range", "TF_CONFIG's task index 2 is not one of the 2 worker addresses (0..1)"),
         ("tf_config_task_not_in_cluster", "TF_CONFIG's task type 'chief' is not a job of its cluster (worker)"),
         ("config_unknown_precision", "precision must be one of float32, mixed_float16, mixed_bfloat16, auto, got 'fp8'"),
+        ("config_unknown_strategy", "strategy must be one of auto, cpu, gpu, mirrored, multiworker, tpu, got 'horovod'"),
+        ("tf_config_not_an_object", "TF_CONFIG must be a JSON object like"),
+        ("tf_config_cluster_not_lists", "TF_CONFIG's cluster must map job names to lists of host:port"),
         ("bad_config_file", "cannot parse config file"),
         ("config_value_of_wrong_type", "epochs must be a whole number, got 'many'"),
         ("config_flag_not_boolean", "flip must be true or false, got 'yes'"),
@@ -118,6 +121,13 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
     elif case == "tf_config_task_not_in_cluster":
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
                                                     "task": {"type": "chief", "index": 0}}))
+    elif case == "config_unknown_strategy":
+        (tmp_path / "c.yaml").write_text("strategy: horovod\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "tf_config_not_an_object":
+        monkeypatch.setenv("TF_CONFIG", "[1, 2]")
+    elif case == "tf_config_cluster_not_lists":
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": "a:1"}, "task": {"type": "worker"}}))
     elif case == "config_unknown_precision":
         (tmp_path / "c.yaml").write_text("precision: fp8\n")
         args += ["--config", str(tmp_path / "c.yaml")]

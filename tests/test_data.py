@@ -162,6 +162,26 @@ def test_empty_folder_is_an_error(tmp_path):
              "x_test": np.zeros((2, 8), "uint8"), "y_test": np.zeros(2, "int64")},
             r"must be images \[N, H, W\]",
         ),
+        (
+            {"x_train": np.zeros((0, 8, 8), "uint8"), "y_train": np.zeros(0, "int64"),
+             "x_test": np.zeros((2, 8, 8), "uint8"), "y_test": np.zeros(2, "int64")},
+            "x_train in .*bad.npz holds no images; an npz dataset needs at least one train and one test image",
+        ),
+        (
+            {"x_train": np.zeros((4, 8, 8), "uint8"), "y_train": np.zeros(4, "float32"),
+             "x_test": np.zeros((2, 8, 8), "uint8"), "y_test": np.zeros(2, "int64")},
+            r"y_train in .*bad.npz must be integer class ids \[N\], got float32",
+        ),
+        (
+            {"x_train": np.zeros((4, 8, 8), "uint8"), "y_train": np.zeros(4, "int64"),
+             "x_test": np.zeros((2, 6, 6), "uint8"), "y_test": np.zeros(2, "int64")},
+            r"train images \(8, 8, 1\) and test images \(6, 6, 1\) differ in shape",
+        ),
+        (
+            {"x_train": np.array([["a"] * 8] * 32).reshape(4, 8, 8), "y_train": np.zeros(4, "int64"),
+             "x_test": np.zeros((2, 8, 8), "uint8"), "y_test": np.zeros(2, "int64")},
+            "x_train in .*bad.npz must hold numeric pixel values in 0..255, got dtype <U1",
+        ),
     ],
 )
 def test_bad_npz(tmp_path, arrays, message):
@@ -435,3 +455,49 @@ def test_tfds_shards_by_record_file_or_by_even_split(tmp_path):
         assert sum(len(s) for s in seen) == 58 and sorted(sum(seen, [])) == everything, workers
         if workers == 5:
             assert max(map(len, seen)) - min(map(len, seen)) <= 1
+
+
+def test_webp_photos_are_images_where_tensorflow_decodes_them(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    if not hasattr(tf.io, "decode_webp"):
+        pytest.skip("this TensorFlow has no WebP decoder")
+    pixels = {}
+    for label, name in enumerate(["cat", "dog"]):
+        os.makedirs(tmp_path / name)
+        for i in range(3):
+            pixels[(name, i)] = np.full((8, 8, 3), 60 * label + 20 * i, "uint8")
+            Image.fromarray(pixels[(name, i)]).save(tmp_path / name / f"{i}.webp", lossless=True)
+    splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.0, image_size=(8, 8))
+    images, labels = _collect(splits.train)
+    test_images, test_labels = _collect(splits.test)
+    assert len(images) + len(test_images) == 6
+    expected = {(int(p[0, 0, 0]), label) for (name, i), p in pixels.items() for label in [["cat", "dog"].index(name)]}
+    assert {(int(x[0, 0, 0]), int(y)) for x, y in zip(np.concatenate([images, test_images]),
+                                                       np.concatenate([labels, test_labels]))} == expected
+
+
+def test_model_data_says_which_split_is_empty_and_lets_other_errors_through():
+    from training.data import EmptySplitError
+    from training.evaluation import ModelData
+
+    splits = load_splits("digits")
+    splits.test = splits.test.take(0)
+    data = ModelData("digits", (8, 8, 1), splits)
+    with pytest.raises(EmptySplitError, match="dataset 'digits' has no test images"):
+        data.test_arrays()
+    images = data.calibration_arrays(5)
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8 and images.max() > 100
+    with pytest.raises(ValueError, match="cannot convert images with 1 channels to 4 channels"):
+        ModelData("digits", (8, 8, 4), splits).calibration_arrays(5)
+
+
+def test_pipeline_image_size_is_an_int_or_a_pair_and_a_bad_one_is_named():
+    splits = load_splits("digits")
+    square = next(iter(make_pipeline(splits.test, 4, 1, 3)))[0]
+    pair = next(iter(make_pipeline(splits.test, (4, 4), 1, 3)))[0]
+    np.testing.assert_array_equal(square.numpy(), pair.numpy())
+    assert square.shape == (3, 4, 4, 1)
+    with pytest.raises(TypeError, match="image_size must be an int or a pair of ints"):
+        make_pipeline(splits.test, "8", 1, 3)

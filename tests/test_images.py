@@ -38,7 +38,7 @@ def test_bad_files_and_sizes_say_what_was_expected(tmp_path):
     with pytest.raises(UnreadableImageError, match=r"bad.png is not a readable PNG, JPEG, BMP or GIF image \(Unknown image file format") as info:
         load_image_file(str(tmp_path / "bad.png"), (20, 30), 3)
     assert info.value.reason.startswith("Unknown image file format") and "{{" not in info.value.reason
-    with pytest.raises(ValueError, match=r"a.png is 30x20 pixels but the model takes 16x16; pass --resize to resize it"):
+    with pytest.raises(ValueError, match=r"a.png is 30x20 pixels but the model takes 16x16; resize it first, or ask for resize=True"):
         load_image_file(str(tmp_path / "a.png"), (16, 16), 3)
     with pytest.raises(ValueError, match="no images given"):
         load_image_files([], (16, 16), 3)

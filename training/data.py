@@ -33,7 +33,7 @@ from training.pipeline import (
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 __all__ = [
     "DatasetInfo", "NPZ_KEYS", "Splits", "check_labels", "load_splits",
-    "load_splits_for_model", "make_pipeline", "read_npz", "split_arrays", "shard_options", "stratified_split",
+    "EmptySplitError", "load_splits_for_model", "make_pipeline", "read_npz", "split_arrays", "shard_options", "stratified_split",
     "take_sample", "worker_shard",
 ]
 
@@ -133,6 +133,10 @@ def load_splits_for_model(spec, image_shape, data_dir=None, resize=False):
     return splits
 
 
+class EmptySplitError(ValueError):
+    """A split with no images where some are needed."""
+
+
 def split_arrays(split, image_shape, count=None, seed=0, batch_size=256):
     """A split as arrays: uint8 images `[N, H, W, C]` and int64 labels `[N]`.
 
@@ -149,7 +153,7 @@ def split_arrays(split, image_shape, count=None, seed=0, batch_size=256):
         images.append(np.asarray(batch).astype("uint8"))
         labels.append(np.asarray(batch_labels, dtype="int64"))
     if not images:
-        raise ValueError("the split holds no images")
+        raise EmptySplitError("the split holds no images")
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -200,6 +204,8 @@ def read_npz(path):
             raise ValueError(
                 f"x_{split} has {len(images)} images but y_{split} has {len(labels)} labels in {path}"
             )
+        if len(images) == 0:
+            raise ValueError(f"x_{split} in {path} holds no images; an npz dataset needs at least one train and one test image")
     return x_train, y_train, x_test, y_test
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 
 from training.artifacts import read_training_config
-from training.data import load_splits_for_model, make_pipeline, split_arrays, take_sample
+from training.data import EmptySplitError, load_splits_for_model, make_pipeline, split_arrays, take_sample
 
 
 @dataclasses.dataclass
@@ -25,15 +25,15 @@ class ModelData:
             raise ValueError(f"calibration size must be at least 1, got {count}")
         try:
             return split_arrays(self.splits.train, self.image_shape, int(count), seed)[0]
-        except ValueError:
-            raise ValueError(f"dataset {self.spec!r} has no training images to calibrate with") from None
+        except EmptySplitError:
+            raise EmptySplitError(f"dataset {self.spec!r} has no training images to calibrate with") from None
 
     def test_arrays(self, limit=None):
         """The test split (a seeded sample of `limit`): uint8 images `[N, H, W, C]`, int64 labels `[N]`."""
         try:
             return split_arrays(self.splits.test, self.image_shape, limit)
-        except ValueError:
-            raise ValueError(f"dataset {self.spec!r} has no test images") from None
+        except EmptySplitError:
+            raise EmptySplitError(f"dataset {self.spec!r} has no test images") from None
 
 
 def model_data(source, image_shape, dataset=None, data_dir=None, resize=False, trained_with=None, needed_for="the test images"):

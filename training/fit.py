@@ -7,6 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_vit.layers.patches import int_pair
 from training import artifacts
 from training.augment import make_augmenter
 from training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
@@ -63,9 +64,8 @@ def model_config(config, info, num_train=None):
 
 def _auto_image_shape(config, info):
     shape = tuple(info.image_shape) if info.image_shape is not None else VARIABLE_SIZE_SHAPE
-    size = config.model.get("image_size")
+    size = _image_size(config)
     if size is not None:
-        size = (size, size) if isinstance(size, int) else tuple(size)
         shape = (*size, shape[-1])
     return shape
 
@@ -132,7 +132,7 @@ def train(config, verbose=1):
         num_train = int(splits.train.reduce(0, lambda n, _: n + 1))
     model_args = model_config(config, info, num_train)
     image_size = model_args["image_size"]
-    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    image_size = int_pair(image_size, "image_size", "(height, width)")
     config = config.resolve(num_train, image_size)
     if config.preset == "auto" and not config.init_from and verbose and chief:
         print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
@@ -342,7 +342,7 @@ def _image_size(config):
     size = config.model.get("image_size")
     if size is None:
         return None
-    return (size, size) if isinstance(size, int) else tuple(size)
+    return int_pair(size, "image_size", "(height, width)")
 
 
 def _jit(value):

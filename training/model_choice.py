@@ -17,7 +17,7 @@ Everything chosen here is a default: any option set by the user wins.
 
 import math
 
-from keras_vit.layers.patches import int_pair
+from keras_vit.layers.patches import int_pair, patch_grid
 
 # Training images seen by an automatic number of epochs, clipped to [MIN_EPOCHS, MAX_EPOCHS]:
 # 5 epochs of MNIST's 54,000 images reach 99%; the 1,295 digits get the 100 epochs that took
@@ -129,7 +129,7 @@ def describe_choice(model, num_train, image_shape, recipe):
     height, width, channels = image_shape
     image_size = int_pair(model["image_size"], "image_size", "(height, width)")
     patch_size = int_pair(model["patch_size"], "patch_size", "(patch_height, patch_width)")
-    grid_h, grid_w = image_size[0] // patch_size[0], image_size[1] // patch_size[1]
+    grid_h, grid_w = patch_grid(image_size, patch_size)
     size = "x".join(map(str, image_size))
     if model.get("stem_channels"):
         stem = f"a {len(model['stem_channels'])}-convolution stem {tuple(model['stem_channels'])} (small images), "

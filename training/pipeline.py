@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.images import decode_image_file, prepare_images, resize_uint8
+from keras_vit.layers.patches import int_pair
 
 # Bytes of decoded images a shuffle buffer may hold (about 440 images of 224x224x3)...
 SHUFFLE_BUFFER_BYTES = 64 * 2**20
@@ -288,7 +289,7 @@ def make_pipeline(
     parallel decoding deliver out of order (a seed then no longer fixes the order); None:
     tf.data's default (in order).
     """
-    image_size = tuple(int(s) for s in image_size)
+    image_size = int_pair(image_size, "image_size", "(height, width)")
     source = source_of(dataset)
     element_shape = (*image_size, channels)
     element_bytes = int(np.prod(element_shape))

@@ -60,7 +60,8 @@ def run(args):
         images, labels = data.test_arrays(args.count)
         class_names = class_names or data.splits.info.class_names
     else:
-        images = load_image_files(args.images, model.image_size, model.channels, args.resize)
+        images = load_image_files(args.images, model.image_size, model.channels, args.resize,
+                                  resize_hint="pass --resize to resize it")
     if class_names is None or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
 
