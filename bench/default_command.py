@@ -28,7 +28,7 @@ from bench.machine import machine_info  # noqa: E402
 
 def run(spec, seed, extra, name):
     output = os.path.join(ROOT, "runs", "bench", f"default_{name}_s{seed}")
-    command = [sys.executable, "-m", "training", "train", "--dataset", spec, "--seed", str(seed), "--output", output,
+    command = [sys.executable, "-m", "keras_vit.training", "train", "--dataset", spec, "--seed", str(seed), "--output", output,
                *extra]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:

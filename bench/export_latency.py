@@ -60,10 +60,10 @@ def main():
 
     import numpy as np
 
-    from export.analysis import analyze_ops
-    from export.report import measure_latencies
-    from export.runtime import TFLiteRunner
-    from export.tflite import convert
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.report import measure_latencies
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.tflite import convert
 
     size = args.image_size
     rng = np.random.default_rng(0)

@@ -125,8 +125,8 @@ def run_child(pipeline, folder, epochs, count, deterministic):
             folder, image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=BATCH, seed=0, verbose=False
         )
     else:
-        from training.data import load_splits, make_pipeline
-        from training.pipeline import FileSource, source_of
+        from keras_vit.training.data import load_splits, make_pipeline
+        from keras_vit.training.pipeline import FileSource, source_of
 
         splits = load_splits(f"folder:{folder}", validation_fraction=0.0, image_size=(IMAGE_SIZE, IMAGE_SIZE))
         # All `count` images in one train split: the folder's held-out test split folded back in.

@@ -54,7 +54,7 @@ def main():
     args = parser.parse_args()
 
     from bench.machine import machine_info
-    from export.report import measure_latencies
+    from keras_vit.export.report import measure_latencies
 
     contents = {}
     for shape in SHAPES:

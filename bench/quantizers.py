@@ -65,7 +65,7 @@ def train_default(name, spec, extra, seed=0):
     path = os.path.join(output, "model.keras")
     if not os.path.exists(path):
         print(f"training the default {name} model (once) ...", flush=True)
-        command = [sys.executable, "-m", "training", "train", "--dataset", spec, "--seed", str(seed),
+        command = [sys.executable, "-m", "keras_vit.training", "train", "--dataset", spec, "--seed", str(seed),
                    "--output", output, *extra]
         subprocess.run(command, cwd=ROOT, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
                        stdout=subprocess.DEVNULL)
@@ -74,7 +74,7 @@ def train_default(name, spec, extra, seed=0):
 
 def dataset_arrays(spec, image_shape, count, seed, split):
     """`count` images of a split as float32 `[N, H, W, C]` raw pixels and labels, as training prepares them."""
-    from training.data import load_splits_for_model, make_pipeline, take_sample
+    from keras_vit.training.data import load_splits_for_model, make_pipeline, take_sample
 
     splits = load_splits_for_model(spec, image_shape, resize=True)
     images, labels = [], []
@@ -87,7 +87,7 @@ def dataset_arrays(spec, image_shape, count, seed, split):
 
 def load_subject(name, args):
     """`(model, calibration images, test images, test labels or None, note)` of one benchmarked model."""
-    from training.artifacts import load_keras_model
+    from keras_vit.training.artifacts import load_keras_model
 
     if name == "vit_ti16":
         from bench.export_latency import ours
@@ -125,8 +125,8 @@ def load_subject(name, args):
 
 
 def build_files(model, calibration):
-    from export import ai_edge_quantizer
-    from export.tflite import convert
+    from keras_vit.export import ai_edge_quantizer
+    from keras_vit.export.tflite import convert
 
     contents = {}
     for quantizer, mode, option in VARIANTS:
@@ -141,7 +141,7 @@ def build_files(model, calibration):
 
 
 def gpu_results(contents, images, keras_logits, limit):
-    from export.accelerator import gpu_accelerator_available, run_on_gpu
+    from keras_vit.export.accelerator import gpu_accelerator_available, run_on_gpu
 
     available, reason = gpu_accelerator_available()
     if not available:
@@ -162,9 +162,9 @@ def gpu_results(contents, images, keras_logits, limit):
 
 
 def measure(name, args):
-    from export.analysis import analyze_ops
-    from export.report import measure_latencies
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.report import measure_latencies
+    from keras_vit.export.runtime import TFLiteRunner
 
     print(f"{name}: loading ...", flush=True)
     model, calibration, images, labels, note = load_subject(name, args)

@@ -32,7 +32,7 @@ RECIPES = sorted(
 
 def load_recipe(name, data_dir):
     """configs/NAME.yaml as a dict, its npz file looked up in `data_dir`."""
-    from training.config import read_config_file
+    from keras_vit.training.config import read_config_file
 
     recipe = read_config_file(os.path.join(CONFIGS, name + ".yaml"))
     if recipe["dataset"].startswith("npz:"):
@@ -57,8 +57,8 @@ def parse_overrides(items):
 
 
 def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, overrides=None, run_name=None):
-    from training.config import merge_config
-    from training.fit import train
+    from keras_vit.training.config import merge_config
+    from keras_vit.training.fit import train
 
     recipe = load_recipe(name, data_dir)
     if epochs:
@@ -83,8 +83,8 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, over
         # Recorded beside, never instead of, the plain test accuracy: it costs two forward passes.
         from keras_vit import flip_averaged
         from keras_vit.images import model_image_shape
-        from training.artifacts import load_keras_model
-        from training.evaluation import evaluate_keras, model_data
+        from keras_vit.training.artifacts import load_keras_model
+        from keras_vit.training.evaluation import evaluate_keras, model_data
 
         averaged = flip_averaged(load_keras_model(config.output))
         data = model_data(config.output, model_image_shape(averaged), config.dataset)
@@ -102,7 +102,7 @@ def run(name, data_dir, output_root, epochs=None, time_budget_minutes=None, over
 
 
 def main():
-    from training.config import merge_config
+    from keras_vit.training.config import merge_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=RECIPES)

@@ -33,7 +33,7 @@ CONFIGS = {
 _CHILD = """
 import json, resource, sys, numpy as np, keras
 from keras_vit import ViT
-from training.memory import training_step_bytes
+from keras_vit.training.memory import training_step_bytes
 args, batch, steps = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 model = ViT(num_classes=10, **args)
 model.compile(optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -149,7 +149,7 @@ def tiny_model_bytes(kind="add"):
 def known_gpu_aborts(content):
     """Ops of a `.tflite` file known to abort LiteRT's GPU accelerator (checked without running it):
     a SPLIT into one part (bench/experiments/gpu_int8_repro.py). A list of descriptions."""
-    from export.analysis import load_model_object, op_name
+    from keras_vit.export.analysis import load_model_object, op_name
 
     model = load_model_object(content)
     found = []
@@ -255,7 +255,7 @@ def _last_line(stderr):
 def _run_child(model_path, inputs, folder, accelerator="gpu", runs=20, warmup=3, timeout=300, enforce_f32=False):
     """Runs `export.accelerator_child` on raw model inputs; returns an AcceleratorRun with raw outputs."""
     np.save(os.path.join(folder, "inputs.npy"), inputs)
-    command = [sys.executable, "-m", "export.accelerator_child", model_path, folder,
+    command = [sys.executable, "-m", "keras_vit.export.accelerator_child", model_path, folder,
                "--accelerator", accelerator, "--runs", str(runs), "--warmup", str(warmup)]
     if enforce_f32:
         command.append("--enforce-f32")
@@ -335,8 +335,8 @@ def run_on_gpu(tflite_path, images, timeout=300, runs=20, warmup=3, enforce_f32=
         status `aborted` with the child's fatal stderr line). Raises ValueError for a missing
         or corrupt file or images of the wrong shape, as the CPU runner does.
     """
-    from export.analysis import analyze_ops, read_tflite
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.analysis import analyze_ops, read_tflite
+    from keras_vit.export.runtime import TFLiteRunner
 
     content = read_tflite(tflite_path)
     if check_available:
@@ -396,9 +396,9 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
     `mean_logit_error` against Keras (None without one). Raises ValueError where the GPU
     accelerator is not available (with the reason) and for a bad file or image size.
     """
-    from export.analysis import read_tflite
-    from export.evaluate import check_image_array, compare_outputs, keras_logits
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.analysis import read_tflite
+    from keras_vit.export.evaluate import check_image_array, compare_outputs, keras_logits
+    from keras_vit.export.runtime import TFLiteRunner
 
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content)

@@ -1,7 +1,7 @@
 """Child process of `export.accelerator.run_on_gpu`: runs one `.tflite` file with LiteRT's
 `CompiledModel` on an accelerator and writes what happened into a folder.
 
-    python -m export.accelerator_child MODEL.tflite FOLDER [--accelerator gpu|cpu] [--runs N]
+    python -m keras_vit.export.accelerator_child MODEL.tflite FOLDER [--accelerator gpu|cpu] [--runs N]
 
 Reads `FOLDER/inputs.npy` (`[num_batches * batch, ...]` in the model's input dtype), writes
 `FOLDER/outputs.npy` (raw output dtype) and `FOLDER/result.json`. A delegate CHECK failure
@@ -87,7 +87,7 @@ def run(model_path, folder, accelerator="gpu", runs=20, warmup=3, enforce_f32=Fa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.accelerator_child")
+    parser = argparse.ArgumentParser(prog="python -m keras_vit.export.accelerator_child")
     parser.add_argument("model")
     parser.add_argument("folder")
     parser.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu")

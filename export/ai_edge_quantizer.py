@@ -8,8 +8,8 @@ op type (`SOFTMAX`, `FULLY_CONNECTED`, ...); a later rule overrides an earlier o
 both select. Tensor names are those the converter gave (`Mean_3`, `Rsqrt_1`, `Gelu/mul_2;...`),
 not Keras layer names, so selecting op types is the sturdier way to keep parts of the graph float.
 
-    from export.tflite import convert
-    from export import ai_edge_quantizer
+    from keras_vit.export.tflite import convert
+    from keras_vit.export import ai_edge_quantizer
 
     float32 = convert(model, "float32")
     int8 = ai_edge_quantizer.quantize(float32, "int8", calibration_images, float_ops=["SOFTMAX"])
@@ -27,8 +27,8 @@ import warnings
 
 import numpy as np
 
-from export.analysis import analyze_ops, check_tflite_bytes
-from export.runtime import check_image_shape
+from keras_vit.export.analysis import analyze_ops, check_tflite_bytes
+from keras_vit.export.runtime import check_image_shape
 
 # Our mode name -> the AI Edge Quantizer recipe (a function of `ai_edge_quantizer.recipe`).
 RECIPES = {
@@ -79,7 +79,7 @@ def _check_float32(content, name="the float model"):
 
 def _signature_and_input(content):
     """`(signature key, input name, input shape [B, H, W, C])` of the file's only signature."""
-    from export.analysis import interpreter_class
+    from keras_vit.export.analysis import interpreter_class
 
     interpreter = interpreter_class()(model_content=content)
     signatures = interpreter.get_signature_list()
@@ -183,7 +183,7 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
         result = engine.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     content = bytes(result.quantized_model)
     check_tflite_bytes(content, f"the ai-edge-quantizer {mode} result")
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.runtime import TFLiteRunner
 
     runner = TFLiteRunner(content)
     probe = np.random.default_rng(0).uniform(0, 255, runner.input_shape).astype("float32")

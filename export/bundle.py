@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 
-from export.evaluate import check_image_array, keras_logits
-from export.report import build_report, write_report
-from export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
+from keras_vit.export.evaluate import check_image_array, keras_logits
+from keras_vit.export.report import build_report, write_report
+from keras_vit.export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
 from keras_vit.files import atomic_folder
 
 QUANTIZERS = ("converter", "ai-edge")
@@ -117,7 +117,7 @@ def export_modes(
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
             write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
         for mode in ai_edge_modes:
-            from export.ai_edge_quantizer import quantize
+            from keras_vit.export.ai_edge_quantizer import quantize
 
             name = f"{mode}:ai-edge"
             log(f"quantizing {name} ...")
@@ -143,7 +143,7 @@ def export_modes(
             rows = build_report(contents, images, labels, reference_logits, thread_counts, rounds, runs, files, gpu_runs)
             for row in rows:
                 if row["mode"].endswith(":ai-edge"):
-                    from export.ai_edge_quantizer import validate
+                    from keras_vit.export.ai_edge_quantizer import validate
 
                     # Where in the graph the quantizer's error arises: every tensor against the float file's.
                     row["ai_edge_validation"] = validate(float32_content, contents[row["mode"]], images[:validate_limit])
@@ -167,7 +167,7 @@ def export_modes(
 
 def _gpu_runs(folder, files, images, log):
     """`({mode: AcceleratorRun}, context line)` of every file run on LiteRT's GPU accelerator."""
-    from export.accelerator import AcceleratorRun, gpu_accelerator_available, run_on_gpu
+    from keras_vit.export.accelerator import AcceleratorRun, gpu_accelerator_available, run_on_gpu
 
     available, reason = gpu_accelerator_available()
     if not available:

@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from export.analysis import read_tflite
-from export.runtime import TFLiteRunner
+from keras_vit.export.analysis import read_tflite
+from keras_vit.export.runtime import TFLiteRunner
 
 
 def check_image_array(images, image_shape, name="images", labels=None):

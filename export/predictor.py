@@ -94,7 +94,7 @@ class _Predictor:
 
     def check_images(self, images):
         """Raises ValueError unless `images` are `[N, H, W, C]` of the model's image shape."""
-        from export.runtime import check_image_shape
+        from keras_vit.export.runtime import check_image_shape
 
         check_image_shape(images, self.image_shape, model=self.source)
 
@@ -128,7 +128,7 @@ class KerasPredictor(_Predictor):
     """
 
     def __init__(self, model, class_names=None, source=None, batch_size=DEFAULT_BATCH_SIZE):
-        from export.savedmodel import outputs_are_probabilities
+        from keras_vit.export.savedmodel import outputs_are_probabilities
         from keras_vit.images import model_image_shape
 
         self.model = model
@@ -155,7 +155,7 @@ class SavedModelPredictor(_Predictor):
     def __init__(self, path, batch_size=DEFAULT_BATCH_SIZE):
         import tensorflow as tf
 
-        from export.savedmodel import LABELS_ASSET, SERVING_DEFAULT
+        from keras_vit.export.savedmodel import LABELS_ASSET, SERVING_DEFAULT
 
         self.source = str(path)
         self.batch_size = batch_size
@@ -203,7 +203,7 @@ def tflite_outputs_probabilities(content):
     mean probabilities), except for a model built with `classifier_activation="softmax"`, whose
     last op is a SOFTMAX (followed by a QUANTIZE or DEQUANTIZE for a quantized output).
     """
-    from export.analysis import load_model_object, op_name
+    from keras_vit.export.analysis import load_model_object, op_name
 
     model = load_model_object(content)
     graph = model.subgraphs[0]
@@ -230,9 +230,9 @@ class TFLitePredictor(_Predictor):
     """
 
     def __init__(self, path, class_names=None, num_threads=None, batch_size=DEFAULT_BATCH_SIZE):
-        from export.analysis import read_tflite
-        from export.runtime import TFLiteRunner
-        from export.tflite import read_labels
+        from keras_vit.export.analysis import read_tflite
+        from keras_vit.export.runtime import TFLiteRunner
+        from keras_vit.export.tflite import read_labels
 
         self.source = str(path)
         self.batch_size = batch_size

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from export.analysis import interpreter_class, load_model_object, op_name
+from keras_vit.export.analysis import interpreter_class, load_model_object, op_name
 
 
 def _one_op_model(model, operator_index):

@@ -7,9 +7,9 @@ import platform
 
 import numpy as np
 
-from export.analysis import analyze_ops, gpu_compatibility
-from export.evaluate import compare_outputs
-from export.runtime import TFLiteRunner
+from keras_vit.export.analysis import analyze_ops, gpu_compatibility
+from keras_vit.export.evaluate import compare_outputs
+from keras_vit.export.runtime import TFLiteRunner
 from keras_vit.files import write_bytes_atomic
 
 
@@ -62,7 +62,7 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
             interpreter and Keras, and latency (`export.accelerator.gpu_metrics`). Without it
             `gpu` is None (not checked).
     """
-    from export.accelerator import gpu_metrics, known_gpu_aborts
+    from keras_vit.export.accelerator import gpu_metrics, known_gpu_aborts
 
     latencies = measure_latencies(contents, thread_counts, rounds, runs)
     float_size = len(contents["float32"]) if "float32" in contents else None

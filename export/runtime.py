@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from export.analysis import check_tflite_bytes, interpreter_class
+from keras_vit.export.analysis import check_tflite_bytes, interpreter_class
 
 
 def check_image_shape(images, image_shape, name="images", model="the model"):

@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
+from keras_vit.export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
 from keras_vit.files import write_bytes_atomic, write_text_atomic
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -43,7 +43,7 @@ def resolve_graph(model, mode, graph="auto", batch_size=1):
     than the Keras graph (ViT-Ti/16 at 224: 0.91x vs 0.93x keras-hub's latency), with
     logits equal to Keras within 3e-07.
     """
-    from export.graph import GRAPHS, check_integer_graph_support
+    from keras_vit.export.graph import GRAPHS, check_integer_graph_support
 
     if graph == "auto":
         if batch_size is None:
@@ -65,7 +65,7 @@ def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normaliz
     """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
     import tensorflow as tf
 
-    from export.graph import InferenceModule
+    from keras_vit.export.graph import InferenceModule
 
     module = InferenceModule(model, graph, batch_size, normalization, attention, tta)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
@@ -245,7 +245,7 @@ def check_converted(content, model, mode):
             f"mode {mode}: the .tflite stores {stored} bytes of weights for {num_params} parameters; "
             "the weights were not frozen into the file"
         )
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.runtime import TFLiteRunner
 
     runner = TFLiteRunner(content)
     shape = runner.input_shape

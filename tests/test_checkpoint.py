@@ -569,7 +569,7 @@ def test_checkpoint_without_head_is_a_feature_extractor(tmp_path):
 
 
 def _train_options():
-    from training.cli import build_parser
+    from keras_vit.training.cli import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
@@ -578,7 +578,7 @@ def _train_options():
 
 def test_fine_tune_from_checkpoint_with_a_new_head(tmp_path, mnist_path):
     """`keras-vit train --init-from` fine-tunes a 5-class 21x21 checkpoint on 28x28 MNIST."""
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     assert "--init-from" in _train_options()
     params = random_checkpoint(image_size=21, patch_size=7, channels=1, num_classes=5)

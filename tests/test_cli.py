@@ -8,17 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from training.cli import main
+from keras_vit.training.cli import main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*argv):
-    """Runs `python -m training ...` in a subprocess; returns (exit code, stdout, stderr)."""
+    """Runs `python -m keras_vit.training ...` in a subprocess; returns (exit code, stdout, stderr)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
     env.pop("KERAS_VIT_DEBUG", None)
     done = subprocess.run(
-        [sys.executable, "-m", "training", *argv], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300
+        [sys.executable, "-m", "keras_vit.training", *argv], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, case, 
 
 
 def test_a_bug_shows_its_traceback_and_input_errors_do_not(monkeypatch, capsys):
-    import training.commands.presets as presets
+    import keras_vit.training.commands.presets as presets
 
     def broken(args):
         return {}["missing"]  # a KeyError inside keras-vit is a bug, not bad input
@@ -200,7 +200,7 @@ def test_evaluate_errors(tmp_path, capsys):
 
 
 def test_command_line_tta_modes_are_the_librarys():
-    from training.cli import build_parser
+    from keras_vit.training.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["export", "m.keras", "--output", "x.tflite", "--tta", "flip"]).tta == "flip"
@@ -208,8 +208,8 @@ def test_command_line_tta_modes_are_the_librarys():
 
 
 def test_config_file_and_overrides(tmp_path):
-    from training.commands.train import config_from_args
-    from training.cli import build_parser
+    from keras_vit.training.commands.train import config_from_args
+    from keras_vit.training.cli import build_parser
 
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"epochs": 7, "hidden_dim": 32, "dataset": "digits", "learning_rate": 0.01}))

@@ -5,9 +5,9 @@ import os
 import pytest
 
 from bench.train_accuracy import CONFIGS, RECIPES, load_recipe, parse_overrides
-from training.config import merge_config, read_config_file
-from training.data import DatasetInfo
-from training.fit import build_model, model_config
+from keras_vit.training.config import merge_config, read_config_file
+from keras_vit.training.data import DatasetInfo
+from keras_vit.training.fit import build_model, model_config
 
 # Source image shapes of the datasets the recipes name, and the parameter counts BENCHMARKS.md
 # reports for each recipe's model: a recipe edit that changes the model must update its figures.

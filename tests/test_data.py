@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.data import load_splits, make_pipeline, stratified_split
+from keras_vit.training.data import load_splits, make_pipeline, stratified_split
 
 
 def _collect(dataset):
@@ -203,7 +203,7 @@ def test_corrupt_and_unknown_specs(tmp_path):
 
 
 def test_pipeline_is_deterministic_under_a_seed():
-    from training.augment import make_augmenter
+    from keras_vit.training.augment import make_augmenter
 
     splits = load_splits("digits")
 
@@ -233,7 +233,7 @@ def test_limits_draw_a_seeded_sample_not_the_first_images():
     evaluate the first classes only."""
     import tensorflow as tf
 
-    from training.data import take_sample
+    from keras_vit.training.data import take_sample
 
     labels = np.repeat(np.arange(10), 100)  # sorted by class
     dataset = tf.data.Dataset.from_tensor_slices(labels)
@@ -247,7 +247,7 @@ def test_limits_draw_a_seeded_sample_not_the_first_images():
 def test_random_crop_shifts_each_image_by_its_own_offset(fill, numpy_mode):
     """Every cropped image is a window of its own padded image (NumPy's `np.pad`), and
     the offsets vary within a batch: Keras' RandomCrop shifts a whole batch alike."""
-    from training.augment import RandomCropPerImage
+    from keras_vit.training.augment import RandomCropPerImage
 
     images = np.random.default_rng(0).uniform(1, 255, (32, 8, 6, 3)).astype("float32")
     cropped = RandomCropPerImage(2, seed=3, fill=fill)(images).numpy()
@@ -263,11 +263,11 @@ def test_random_crop_shifts_each_image_by_its_own_offset(fill, numpy_mode):
 
 
 def test_crop_padding_must_fit_the_image():
-    from training.augment import make_augmenter
+    from keras_vit.training.augment import make_augmenter
 
     with pytest.raises(ValueError, match="crop_padding must be between 1 and 7 for 8x8 images"):
         make_augmenter((8, 8), crop_padding=8)
-    from training.augment import RandomCropPerImage
+    from keras_vit.training.augment import RandomCropPerImage
 
     with pytest.raises(ValueError, match="padding must be at least 1 pixel, got 0"):
         RandomCropPerImage(0)
@@ -403,7 +403,7 @@ def test_shards_split_the_train_split_by_file_and_leave_validation_whole(tmp_pat
 
 
 def test_take_sample_of_files_chooses_from_the_file_list(tmp_path):
-    from training.data import take_sample
+    from keras_vit.training.data import take_sample
 
     _id_images(tmp_path, count=30)
     splits = load_splits(f"folder:{tmp_path}", validation_fraction=0.0)
@@ -418,7 +418,7 @@ def test_tfds_shards_by_record_file_or_by_even_split(tmp_path):
     """A real TFDS dataset of 4 record files: 2 workers read 2 files each; 5 workers, more
     than there are files, each read an even fifth (tfds.even_splits). Together: the train split."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    from training.pipeline import source_of
+    from keras_vit.training.pipeline import source_of
 
     class KerasVitTestIds(tfds.core.GeneratorBasedBuilder):
         VERSION = tfds.core.Version("1.0.0")
@@ -479,8 +479,8 @@ def test_webp_photos_are_images_where_tensorflow_decodes_them(tmp_path):
 
 
 def test_model_data_says_which_split_is_empty_and_lets_other_errors_through():
-    from training.data import EmptySplitError
-    from training.evaluation import ModelData
+    from keras_vit.training.data import EmptySplitError
+    from keras_vit.training.evaluation import ModelData
 
     splits = load_splits("digits")
     splits.test = splits.test.take(0)

@@ -30,8 +30,8 @@ from keras_vit.explain import (
     upsample,
 )
 from keras_vit.explain.overlay import PANEL_INCHES
-from training.artifacts import load_keras_model
-from training.cli import main
+from keras_vit.training.artifacts import load_keras_model
+from keras_vit.training.cli import main
 
 IMAGE, PATCH = 16, 4
 GRID = IMAGE // PATCH

@@ -17,7 +17,7 @@ MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
 
 def _require_gpu():
-    from export.accelerator import gpu_accelerator_available
+    from keras_vit.export.accelerator import gpu_accelerator_available
 
     available, reason = gpu_accelerator_available()
     if not available:
@@ -28,9 +28,9 @@ def _require_gpu():
 def work(tmp_path_factory):
     import keras
 
-    from export.bundle import export_modes
+    from keras_vit.export.bundle import export_modes
     from keras_vit import ViT
-    from training.data import load_splits_for_model, split_arrays
+    from keras_vit.training.data import load_splits_for_model, split_arrays
 
     root = tmp_path_factory.mktemp("export_accelerator")
     x, y = _generated_digits()
@@ -84,8 +84,8 @@ def test_ai_edge_quantizer_files_run_on_the_gpu_or_fail_without_aborting(work):
 def test_no_one_way_split_in_any_exported_file(work):
     """A SPLIT into one part aborts the GPU accelerator in any precision (bench/experiments/
     gpu_int8_repro.py); the folded graph's per-head attention no longer emits one at batch 1."""
-    from export.accelerator import known_gpu_aborts, tiny_model_bytes
-    from export.analysis import load_model_object, op_name
+    from keras_vit.export.accelerator import known_gpu_aborts, tiny_model_bytes
+    from keras_vit.export.analysis import load_model_object, op_name
 
     for mode in MODES:
         content = (work.folder / f"model_{mode}.tflite").read_bytes()
@@ -124,8 +124,8 @@ def test_every_mode_runs_on_the_gpu_and_agrees(work):
 
 def test_float32_file_on_the_gpu_in_float32_equals_the_cpu_interpreter(work):
     _require_gpu()
-    from export.accelerator import run_on_gpu
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.accelerator import run_on_gpu
+    from keras_vit.export.runtime import TFLiteRunner
 
     path = work.folder / "model_float32.tflite"
     images = work.images[:50]
@@ -150,7 +150,7 @@ def test_report_shows_the_run_and_the_static_analyzer(work):
 def test_abort_in_the_child_is_reported_not_fatal(tmp_path):
     """A delegate CHECK failure kills the child only; the caller gets status, stage and message."""
     _require_gpu()
-    from export.accelerator import run_on_gpu, tiny_model_bytes
+    from keras_vit.export.accelerator import run_on_gpu, tiny_model_bytes
 
     bad = tmp_path / "one_way_split.tflite"
     bad.write_bytes(tiny_model_bytes("one_way_split"))
@@ -166,9 +166,9 @@ def test_abort_in_the_child_is_reported_not_fatal(tmp_path):
 
 
 def test_unavailable_accelerator_is_reported_with_the_reason(work, tmp_path, monkeypatch, capsys):
-    import export.accelerator as accelerator
-    from export.bundle import export_modes
-    from training.cli import main
+    import keras_vit.export.accelerator as accelerator
+    from keras_vit.export.bundle import export_modes
+    from keras_vit.training.cli import main
 
     reason = f"no Vulkan loader (libvulkan.so.1) for LiteRT's WebGPU accelerator: {accelerator.ENABLE_HINT}"
     monkeypatch.setattr(accelerator, "gpu_accelerator_available", lambda: (False, reason))
@@ -187,7 +187,7 @@ def test_unavailable_accelerator_is_reported_with_the_reason(work, tmp_path, mon
 def test_missing_vulkan_loader_gives_the_enabling_reason(monkeypatch):
     import ctypes
 
-    import export.accelerator as accelerator
+    import keras_vit.export.accelerator as accelerator
 
     def no_vulkan(name, *args, **kwargs):
         raise OSError(f"{name}: cannot open shared object file")
@@ -199,7 +199,7 @@ def test_missing_vulkan_loader_gives_the_enabling_reason(monkeypatch):
 
 def test_evaluate_command_on_the_gpu(work, tmp_path, capsys):
     _require_gpu()
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     output = tmp_path / "metrics.json"
     status = main(["evaluate", str(work.folder / "model_int8.tflite"), "--accelerator", "gpu",

@@ -14,7 +14,7 @@ def work():
     import keras
     from sklearn.datasets import load_digits
 
-    from export.tflite import convert
+    from keras_vit.export.tflite import convert
     from keras_vit import ViT
 
     digits = load_digits()
@@ -43,7 +43,7 @@ def work():
 
 
 def _quantized(work, mode):
-    from export.ai_edge_quantizer import quantize
+    from keras_vit.export.ai_edge_quantizer import quantize
 
     if mode not in work.quantized:
         work.quantized[mode] = quantize(work.float32, mode, work.calibration)
@@ -63,8 +63,8 @@ def test_model_learned_something(work):
     [("int8", 0.93, 4.5), ("int16x8", 0.93, 4.5), ("dynamic", 0.98, 0.5), ("weight_only", 0.99, 0.25)],
 )
 def test_each_recipe_agrees_with_keras_and_is_smaller(work, mode, min_agreement, max_error):
-    from export.evaluate import compare_outputs
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.evaluate import compare_outputs
+    from keras_vit.export.runtime import TFLiteRunner
 
     content = _quantized(work, mode)
     outputs = TFLiteRunner(content).predict(work.images)
@@ -77,7 +77,7 @@ def test_each_recipe_agrees_with_keras_and_is_smaller(work, mode, min_agreement,
 
 @pytest.mark.parametrize("mode, dtype", [("int8", 9), ("int16x8", 7)])
 def test_static_files_are_really_integer(work, mode, dtype):
-    from export.analysis import analyze_ops, load_model_object
+    from keras_vit.export.analysis import analyze_ops, load_model_object
 
     content = _quantized(work, mode)
     facts = analyze_ops(content)
@@ -90,7 +90,7 @@ def test_static_files_are_really_integer(work, mode, dtype):
 
 
 def test_dynamic_and_weight_only_keep_float_activations(work):
-    from export.analysis import analyze_ops
+    from keras_vit.export.analysis import analyze_ops
 
     dynamic, weight_only = analyze_ops(_quantized(work, "dynamic")), analyze_ops(_quantized(work, "weight_only"))
     assert dynamic["inputs"][0]["dtype"] == "float32" and "DEQUANTIZE" not in dynamic["ops"]
@@ -99,10 +99,10 @@ def test_dynamic_and_weight_only_keep_float_activations(work):
 
 
 def test_float_ops_keep_matched_ops_float(work):
-    from export.ai_edge_quantizer import quantize
-    from export.analysis import analyze_ops
-    from export.evaluate import compare_outputs
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.ai_edge_quantizer import quantize
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.evaluate import compare_outputs
+    from keras_vit.export.runtime import TFLiteRunner
 
     # By op type: every SOFTMAX and BATCH_MATMUL (the attention core) stays float.
     content = quantize(work.float32, "int8", work.calibration, float_ops=["SOFTMAX", "BATCH_MATMUL"])
@@ -123,7 +123,7 @@ def test_float_ops_keep_matched_ops_float(work):
 
 
 def test_validate_reports_per_tensor_errors(work):
-    from export.ai_edge_quantizer import validate
+    from keras_vit.export.ai_edge_quantizer import validate
 
     report = validate(work.float32, _quantized(work, "int8"), work.images[:4])
     assert report["images"] == 4 and report["tensors"] > 20
@@ -134,7 +134,7 @@ def test_validate_reports_per_tensor_errors(work):
 
 
 def test_bad_inputs_are_clear_errors(work):
-    from export.ai_edge_quantizer import quantize, validate
+    from keras_vit.export.ai_edge_quantizer import quantize, validate
 
     with pytest.raises(ValueError, match="unknown ai-edge-quantizer mode 'int4'; expected one of int8"):
         quantize(work.float32, "int4", work.calibration)
@@ -160,7 +160,7 @@ def _row(mode, accuracy, ms1, ms2, gpu_status=None, gpu_ms=None):
 
 
 def test_recommendation_fastest_accurate_cpu_file_and_gpu_file():
-    from export.report import recommend
+    from keras_vit.export.report import recommend
 
     rows = [_row("float32", 0.980, 1.0, 0.6, "runs", 3.0), _row("float16", 0.980, 1.0, 0.6, "runs", 2.0),
             _row("dynamic", 0.972, 0.8, 0.5, "runs", 4.0), _row("int8", 0.960, 0.5, 0.3, "aborted"),

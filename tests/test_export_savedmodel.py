@@ -15,7 +15,7 @@ CLASS_NAMES = ["ant", "bee", "cat", "dog"]
 def exported(tmp_path_factory):
     import keras
 
-    from export.savedmodel import export_savedmodel
+    from keras_vit.export.savedmodel import export_savedmodel
     from keras_vit import ViT
 
     keras.utils.set_random_seed(3)
@@ -107,7 +107,7 @@ def test_class_names_asset(exported):
 def test_uint8_serving_default(exported, tmp_path):
     import tensorflow as tf
 
-    from export.savedmodel import export_savedmodel
+    from keras_vit.export.savedmodel import export_savedmodel
 
     model, _, _ = exported
     path = str(tmp_path / "uint8")
@@ -120,7 +120,7 @@ def test_uint8_serving_default(exported, tmp_path):
 
 
 def test_export_replaces_whole_folder_and_leaves_nothing_on_error(exported, tmp_path):
-    from export.savedmodel import export_savedmodel
+    from keras_vit.export.savedmodel import export_savedmodel
 
     model, _, _ = exported
     path = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_export_replaces_whole_folder_and_leaves_nothing_on_error(exported, tmp_
 
 
 def test_cli_savedmodel_and_errors(exported, tmp_path, capsys):
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     model, _, _ = exported
     model.save(tmp_path / "model.keras")
@@ -152,7 +152,7 @@ def test_cli_savedmodel_and_errors(exported, tmp_path, capsys):
 def test_flip_averaged_savedmodel_serves_mean_of_both_softmaxes(exported, tmp_path):
     import tensorflow as tf
 
-    from export.savedmodel import export_savedmodel
+    from keras_vit.export.savedmodel import export_savedmodel
 
     model, _, _ = exported
     path = str(tmp_path / "served_tta")
@@ -168,7 +168,7 @@ def test_flip_averaged_savedmodel_serves_mean_of_both_softmaxes(exported, tmp_pa
 
 
 def test_flip_averaged_export_refuses_a_softmax_head(tmp_path):
-    from export.savedmodel import export_savedmodel
+    from keras_vit.export.savedmodel import export_savedmodel
     from keras_vit import ViT
 
     model = ViT(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3,
@@ -179,8 +179,8 @@ def test_flip_averaged_export_refuses_a_softmax_head(tmp_path):
         export_savedmodel(model, str(tmp_path / "x"), tta="rotate")
     assert not (tmp_path / "x").exists()
     # The TFLite path refuses both before any conversion starts.
-    from export.graph import InferenceModule
-    from export.tflite import convert
+    from keras_vit.export.graph import InferenceModule
+    from keras_vit.export.tflite import convert
 
     with pytest.raises(ValueError, match="needs a model that outputs logits"):
         InferenceModule(model, tta="flip")

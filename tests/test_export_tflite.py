@@ -20,7 +20,7 @@ CLASS_NAMES = [f"digit {i}" for i in range(10)]
 
 def _arrays(spec, split="test", count=None, resize=False, shape=(28, 28, 1)):
     """uint8 images and labels of a split at the model's shape, as the commands hand them to export."""
-    from training.data import load_splits_for_model, split_arrays
+    from keras_vit.training.data import load_splits_for_model, split_arrays
 
     splits = load_splits_for_model(spec, shape, resize=resize)
     return split_arrays(getattr(splits, split), shape, count)
@@ -52,7 +52,7 @@ def work(tmp_path_factory):
     import keras
 
     from keras_vit import ViT
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     root = tmp_path_factory.mktemp("export_tflite")
     gen_x, gen_y = _generated_digits()
@@ -102,7 +102,7 @@ def _content(work, mode):
 
 
 def _outputs(work, mode, images):
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.runtime import TFLiteRunner
 
     return TFLiteRunner(_content(work, mode)).predict(images)
 
@@ -141,7 +141,7 @@ def test_quantized_top1_agrees_with_keras_on_real_mnist(work, mode):
 
 
 def test_file_size_matches_parameter_count(work):
-    from export.analysis import parameter_bytes
+    from keras_vit.export.analysis import parameter_bytes
 
     params = work.model.count_params()
     sizes = {mode: parameter_bytes(_content(work, mode)) for mode in ("float32", "float16", "dynamic", "int8")}
@@ -154,7 +154,7 @@ def test_file_size_matches_parameter_count(work):
 
 
 def test_graph_facts(work):
-    from export.analysis import analyze_ops
+    from keras_vit.export.analysis import analyze_ops
 
     facts = {mode: analyze_ops(_content(work, mode)) for mode in ("float32", "float16", "dynamic", "int8", "int16x8")}
     for mode, fact in facts.items():
@@ -171,15 +171,15 @@ def test_graph_facts(work):
 
 
 def test_dynamic_batch_graph_is_reported_not_static(work):
-    from export.analysis import analyze_ops
-    from export.tflite import convert
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.tflite import convert
 
     facts = analyze_ops(convert(work.model, "float32", batch_size=None))
     assert not facts["static"]
 
 
 def test_report_rows_and_labels(work):
-    from export.tflite import read_labels
+    from keras_vit.export.tflite import read_labels
 
     report = json.loads((work.folder / "report.json").read_text())
     rows = {row["mode"]: row for row in report["rows"]}
@@ -211,7 +211,7 @@ def test_integer_graph_equals_keras_in_float(overrides):
     the Keras model's function: checked in float32 TensorFlow before any quantization."""
     import keras
 
-    from export.graph import InferenceModule
+    from keras_vit.export.graph import InferenceModule
     from keras_vit import ViT
 
     model = ViT(image_size=(12, 8), channels=1, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
@@ -231,7 +231,7 @@ def test_flex_ops_are_an_error_naming_them():
     import keras
     import tensorflow as tf
 
-    from export.tflite import convert
+    from keras_vit.export.tflite import convert
 
     class SingularValues(keras.layers.Layer):
         def call(self, images):
@@ -244,7 +244,7 @@ def test_flex_ops_are_an_error_naming_them():
 
 
 def test_evaluate_tflite_matches_direct_computation(work):
-    from export.evaluate import evaluate_tflite
+    from keras_vit.export.evaluate import evaluate_tflite
 
     path = str(work.folder / "model_int8.tflite")
     test_images, test_labels = _arrays(work.spec)
@@ -262,11 +262,11 @@ def test_evaluate_tflite_matches_direct_computation(work):
 
 
 def test_profile_times_every_op(work):
-    from export.profile import profile_ops, summarize_profile
+    from keras_vit.export.profile import profile_ops, summarize_profile
 
     content = _content(work, "int8")
     rows = profile_ops(content, repeats=2, inner=1)
-    from export.analysis import analyze_ops
+    from keras_vit.export.analysis import analyze_ops
 
     assert len(rows) == sum(analyze_ops(content)["ops"].values())
     assert all(row["ms"] is not None and row["ms"] > 0 for row in rows)
@@ -278,7 +278,7 @@ def test_profile_times_every_op(work):
 
 
 def _cli(argv, capsys):
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     status = main(argv)
     err = capsys.readouterr().err.strip()
@@ -317,7 +317,7 @@ def test_int8_without_calibration_data(work, tmp_path, capsys):
 
 
 def test_single_mode_export_writes_file_and_labels(work, tmp_path, capsys):
-    from export.tflite import read_labels
+    from keras_vit.export.tflite import read_labels
 
     out = tmp_path / "digits.tflite"
     status, _ = _cli(["export", str(work.run), "--mode", "dynamic", "--output", str(out)], capsys)
@@ -327,7 +327,7 @@ def test_single_mode_export_writes_file_and_labels(work, tmp_path, capsys):
 
 
 def test_evaluate_errors(work, tmp_path):
-    from export.evaluate import evaluate_tflite
+    from keras_vit.export.evaluate import evaluate_tflite
 
     images, labels = _arrays(work.spec, count=10)
     with pytest.raises(ValueError, match="TFLite model not found"):
@@ -358,7 +358,7 @@ def test_evaluate_command_on_tflite(work, tmp_path, capsys):
 def test_resize_is_opt_in_or_the_models_own_training_data(work, tmp_path, capsys):
     import shutil
 
-    from export.evaluate import evaluate_tflite
+    from keras_vit.export.evaluate import evaluate_tflite
 
     tflite = str(work.folder / "model_float32.tflite")
     # Asked for: the 8x8 digits are resized to the model's 28x28, for Keras and LiteRT alike.
@@ -378,9 +378,9 @@ def test_resize_is_opt_in_or_the_models_own_training_data(work, tmp_path, capsys
 
 
 def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
-    from export.analysis import analyze_ops
-    from export.runtime import TFLiteRunner
-    from export.tflite import convert
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.tflite import convert
 
     calibration, _ = _arrays(work.spec, "train", 100)
     content = convert(work.model, "int8", calibration, input_type="uint8", float_fallback=("attention", "gelu"))
@@ -400,7 +400,7 @@ def test_int8_float_fallback_keeps_attention_and_gelu_float(work):
 
 def test_calibration_images_come_from_training_split_and_check_size(work):
     from keras_vit.images import model_image_shape
-    from training.evaluation import ModelData, model_data
+    from keras_vit.training.evaluation import ModelData, model_data
 
     data = model_data(str(work.run), model_image_shape(work.model), work.spec)
     assert isinstance(data, ModelData) and data.image_shape == (28, 28, 1)
@@ -422,9 +422,9 @@ def test_int8_per_tensor_weights_are_smaller_and_agree(work):
     per output channel; the file shrinks by the per-channel parameters, top-1 still agrees."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from export.analysis import analyze_ops
-    from export.runtime import TFLiteRunner
-    from export.tflite import convert
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.tflite import convert
 
     calibration, _ = _arrays(work.spec, "train", 100)
     per_channel = _content(work, "int8")
@@ -461,7 +461,7 @@ def _flip_averaged_probabilities(model, images):
 
 @pytest.mark.parametrize("graph, batch_size", [("folded", 2), ("keras", 2), ("keras", None)])
 def test_flip_averaged_inference_graph_equals_mean_of_both_softmaxes(graph, batch_size):
-    from export.graph import InferenceModule
+    from keras_vit.export.graph import InferenceModule
     from keras_vit import ViT
 
     model = ViT(image_size=(8, 12), channels=3, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16,
@@ -480,9 +480,9 @@ def test_flip_averaged_inference_graph_equals_mean_of_both_softmaxes(graph, batc
 
 
 def test_flip_averaged_tflite_float32_and_int8(work, tmp_path, capsys):
-    from export.analysis import analyze_ops
-    from export.runtime import TFLiteRunner
-    from export.tflite import convert, read_labels
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.tflite import convert, read_labels
 
     images, _ = work.gen
     expected = _flip_averaged_probabilities(work.model, images)
@@ -504,7 +504,7 @@ def test_flip_averaged_tflite_float32_and_int8(work, tmp_path, capsys):
 def test_flip_averaged_export_report_compares_with_flip_averaged_keras(work, tmp_path):
     import json as json_module
 
-    from export.bundle import export_modes
+    from keras_vit.export.bundle import export_modes
 
     folder = tmp_path / "report"
     test_images, test_labels = _arrays(work.spec, count=100)
@@ -550,7 +550,7 @@ def test_both_quantizers_side_by_side_and_ai_edge_alone(work, tmp_path, capsys):
 
 
 def test_export_modes_refuses_what_it_cannot_use(work, tmp_path):
-    from export.bundle import export_modes
+    from keras_vit.export.bundle import export_modes
 
     images, labels = _arrays(work.spec, count=8)
     cases = [

@@ -74,7 +74,7 @@ def test_load_keras_file_errors(tmp_path):
 
 
 def test_exported_tflite_folder_is_readable_by_others(tmp_path, umask_022):
-    from export.bundle import export_modes
+    from keras_vit.export.bundle import export_modes
     from keras_vit import ViT
 
     model = ViT(image_size=8, channels=1, patch_size=4, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=16,

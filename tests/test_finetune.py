@@ -44,9 +44,9 @@ def test_fine_tune_a_checkpoint_at_224_then_export_to_tflite(tmp_path):
     """~15 s on 2 cores: three short epochs of a hidden-32, 2-layer ViT at 224, then a .tflite."""
     import keras
 
-    from export.runtime import TFLiteRunner
-    from training.artifacts import load_keras_model
-    from training.cli import main
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.training.artifacts import load_keras_model
+    from keras_vit.training.cli import main
 
     params = random_checkpoint(image_size=160, patch_size=16, hidden_dim=32, num_layers=2, num_heads=2,
                                mlp_dim=64, num_classes=5)  # a 5-class "upstream" head, replaced
@@ -105,8 +105,8 @@ def test_fine_tune_a_checkpoint_at_224_then_export_to_tflite(tmp_path):
 
 def test_representation_size_0_drops_the_checkpoints_pre_logits(tmp_path):
     """ImageNet-21k files carry a tanh pre-logits layer; the paper drops it to fine-tune."""
-    from training.config import TrainConfig
-    from training.fit import build_model
+    from keras_vit.training.config import TrainConfig
+    from keras_vit.training.fit import build_model
 
     params = random_checkpoint(image_size=32, patch_size=8, representation_size=16, num_classes=5)
     checkpoint = write_npz(tmp_path / "ckpt.npz", params)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_vit.images import decode_image_file
-from training.data import load_splits, make_pipeline
+from keras_vit.training.data import load_splits, make_pipeline
 
 SIZE = (12, 10)  # height, width of the test images
 
@@ -218,7 +218,7 @@ def test_mixed_sizes_decode_to_the_most_common_size(tmp_path):
 
 
 def test_large_folders_are_checked_in_worker_processes_alike(tmp_path):
-    from training.image_scan import scan_images
+    from keras_vit.training.image_scan import scan_images
 
     _good_folder(tmp_path, per_class=3)
     (tmp_path / "cat" / "bad.jpg").write_text("not an image")

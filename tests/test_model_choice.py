@@ -5,8 +5,8 @@ import pytest
 
 from keras_vit import ViT
 from keras_vit.presets import get_preset
-from training.memory import OutOfMemoryError, activations_per_image, check_training_memory, training_step_bytes
-from training.model_choice import MAX_GRID, choose_model, choose_recipe
+from keras_vit.training.memory import OutOfMemoryError, activations_per_image, check_training_memory, training_step_bytes
+from keras_vit.training.model_choice import MAX_GRID, choose_model, choose_recipe
 
 GB = 2**30
 
@@ -89,7 +89,7 @@ def test_too_many_tokens_for_any_batch_asks_for_a_larger_patch():
 
 
 def test_estimate_is_checked_against_the_machine(monkeypatch):
-    import training.memory as memory
+    import keras_vit.training.memory as memory
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1 * GB)
     with pytest.raises(OutOfMemoryError, match="1.0 GB this machine has available"):
@@ -101,7 +101,7 @@ def test_command_line_refuses_a_model_that_cannot_fit_in_one_line(tmp_path, caps
     """The old default on 224-pixel photos (2x2-pixel tokens) is refused before training."""
     from PIL import Image
 
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
@@ -121,7 +121,7 @@ def test_out_of_memory_during_training_is_one_line(tmp_path, capsys, monkeypatch
     import keras
     import tensorflow as tf
 
-    from training.cli import main
+    from keras_vit.training.cli import main
 
     def fit(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [64,4,12545,12545]")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from training.choices import OPTIMIZERS
-from training.optimization import head_variables, make_optimizer
+from keras_vit.training.choices import OPTIMIZERS
+from keras_vit.training.optimization import head_variables, make_optimizer
 
 TINY = dict(image_size=8, channels=1, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3)
 

@@ -37,25 +37,51 @@ def arrows(package, into):
 
 
 def test_the_model_library_imports_neither_training_nor_export():
-    assert arrows("keras_vit", "training") == [] and arrows("keras_vit", "export") == []
+    assert arrows("keras_vit", "keras_vit.training") == [] and arrows("keras_vit", "keras_vit.export") == []
 
 
 def test_export_never_imports_training():
-    assert arrows("export", "training") == []
+    assert arrows("export", "keras_vit.training") == []
+
+
+def test_nothing_imports_the_folders_as_top_level_packages():
+    """training/ and export/ install as keras_vit.training and keras_vit.export only."""
+    found = [arrow for package in ("keras_vit", "training", "export", "tests", "bench")
+             for into in ("training", "export") for arrow in arrows(package, into)]
+    assert found == []
+
+
+def test_every_package_folder_installs_under_keras_vit():
+    """setup.cfg lists each package by name (package_dir maps the folders): a new sub-package
+    folder that is not listed would be missing from a wheel."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(REPO_ROOT, "setup.cfg"))
+    listed = set(config["options"]["packages"].split())
+    folders = {"keras_vit": "keras_vit", "training": "keras_vit.training", "export": "keras_vit.export"}
+    expected = set()
+    for folder, name in folders.items():
+        for root, _, files in os.walk(os.path.join(REPO_ROOT, folder)):
+            if "__init__.py" in files:
+                relative = os.path.relpath(root, os.path.join(REPO_ROOT, folder))
+                expected.add(name if relative == "." else name + "." + relative.replace(os.sep, "."))
+    assert listed == expected
+    assert all(name == "keras_vit" or name.startswith("keras_vit.") for name in listed)
 
 
 def test_no_command_imports_another_and_the_library_imports_no_command():
     commands = imported_modules(os.path.join("training", "commands"))
     assert sorted(f"{file} imports {m}" for file, modules in commands.items() for m in modules
-                  if m.startswith("training.commands") or m == "training.cli") == []
+                  if m.startswith("keras_vit.training.commands") or m == "keras_vit.training.cli") == []
     entry_points = (os.path.join("training", "cli.py"), os.path.join("training", "__main__.py"))
     library = {file: modules for file, modules in imported_modules("training").items()
                if not file.startswith(os.path.join("training", "commands")) and file not in entry_points}
     assert sorted(f"{file} imports {m}" for file, modules in library.items() for m in modules
-                  if m.startswith("training.commands") or m == "training.cli") == []
+                  if m.startswith("keras_vit.training.commands") or m == "keras_vit.training.cli") == []
 
 
 def test_the_structure_check_sees_imports_inside_functions():
     """The checks above would pass on an empty scan: this one proves the scan reads function bodies."""
     modules = imported_modules("training")[os.path.join("training", "commands", "export.py")]
-    assert "export.bundle" in modules and "training.evaluation" in modules
+    assert "keras_vit.export.bundle" in modules and "keras_vit.training.evaluation" in modules

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from training.cli import main
+from keras_vit.training.cli import main
 
 CLASS_NAMES = ["ant", "bee", "cat", "dog"]
 SIZE = 16
@@ -50,8 +50,8 @@ def _smooth(rng, height, width, channels=3):
 def setup(tmp_path_factory):
     from PIL import Image
 
-    from export.savedmodel import export_savedmodel
-    from export.tflite import convert, write_tflite
+    from keras_vit.export.savedmodel import export_savedmodel
+    from keras_vit.export.tflite import convert, write_tflite
 
     root = tmp_path_factory.mktemp("predict")
     model = _tiny_vit()
@@ -170,7 +170,7 @@ def test_table_json_and_csv_agree(setup, capsys, tmp_path):
 def test_library_api(setup):
     from keras_vit.images import load_image_files
 
-    from export.predictor import KerasPredictor, load_predictor, predict_files, top_k
+    from keras_vit.export.predictor import KerasPredictor, load_predictor, predict_files, top_k
 
     model, root, images, models = setup
     predictors = [load_predictor(models["savedmodel"]), load_predictor(models["tflite"]),
@@ -197,8 +197,8 @@ def test_library_api(setup):
 
 
 def test_softmax_heads_and_flip_averaged_tflite_give_probabilities(tmp_path):
-    from export.predictor import KerasPredictor, load_predictor
-    from export.tflite import convert, write_tflite
+    from keras_vit.export.predictor import KerasPredictor, load_predictor
+    from keras_vit.export.tflite import convert, write_tflite
 
     images = np.random.default_rng(6).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     softmax_model = _tiny_vit(seed=4, classifier_activation="softmax")

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from training.cli import main
-from training.config import TrainConfig
-from training.fit import train
-from training.optimization import ProgressWarmupCosine, make_optimizer, warmup_cosine
+from keras_vit.training.cli import main
+from keras_vit.training.config import TrainConfig
+from keras_vit.training.fit import train
+from keras_vit.training.optimization import ProgressWarmupCosine, make_optimizer, warmup_cosine
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +56,7 @@ def _train_command(output):
     # The README's main job (`keras-vit train --export-tflite`), with a backup every 5 steps besides
     # the one at every epoch's end. With a time floor between backups, a digits epoch (about a
     # second) never reached one mid-epoch, and the fixture found no mid-epoch moment to kill it.
-    return [sys.executable, "-m", "training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5",
+    return [sys.executable, "-m", "keras_vit.training", "train", "--export-tflite", "--output", str(output), "--backup-every", "5",
             "--backup-seconds", "0"]
 
 
@@ -136,8 +136,8 @@ def test_evaluate_command_matches_training_metrics(resumed_digits_run, capsys):
 def test_evaluate_with_flip_averaging_matches_numpy(resumed_digits_run, capsys):
     from numpy_reference import softmax
 
-    from training.artifacts import load_keras_model
-    from training.data import load_splits
+    from keras_vit.training.artifacts import load_keras_model
+    from keras_vit.training.data import load_splits
 
     output = resumed_digits_run[0]
     assert main(["evaluate", str(output), "--tta", "flip"]) == 0
@@ -158,8 +158,8 @@ def test_evaluate_with_flip_averaging_matches_numpy(resumed_digits_run, capsys):
 
 
 def test_a_runs_config_json_trains_that_run_again(resumed_digits_run):
-    from training.commands.train import config_from_args
-    from training.cli import build_parser
+    from keras_vit.training.commands.train import config_from_args
+    from keras_vit.training.cli import build_parser
 
     output = resumed_digits_run[0]
     args = build_parser().parse_args(["train", "--config", str(output / "config.json")])
@@ -231,7 +231,7 @@ def test_time_budget_stops_training_and_anneals(tmp_path):
 
 
 def test_auto_precision_picks_native_low_precision_only():
-    from training.strategy import resolve_precision
+    from keras_vit.training.strategy import resolve_precision
 
     assert resolve_precision("auto", gpu_capabilities=[], flags={"avx2", "avx512f", "avx512_bf16"}) == "mixed_bfloat16"
     assert resolve_precision("auto", gpu_capabilities=[], flags={"avx2", "amx_bf16"}) == "mixed_bfloat16"
@@ -270,7 +270,7 @@ def test_mixed_precision_training_keeps_float32_logits(tmp_path, precision):
     mixed_logits, float_logits = np.asarray(model(images)), np.asarray(exact(images))
     assert np.abs(mixed_logits - float_logits).max() < 0.1 * max(1.0, np.abs(float_logits).max())
     assert exact.as_float32() is exact
-    from training.artifacts import load_keras_model
+    from keras_vit.training.artifacts import load_keras_model
 
     loaded = load_keras_model(str(tmp_path / precision), float32=True)
     assert loaded.get_layer("encoder_block_0").compute_dtype == "float32"
@@ -361,7 +361,7 @@ def test_time_budget_is_refused_across_workers(tmp_path, monkeypatch):
 
 
 def test_callbacks_reject_bad_arguments():
-    from training.callbacks import AtomicBestModel, PeriodicBackup, TimeBudget
+    from keras_vit.training.callbacks import AtomicBestModel, PeriodicBackup, TimeBudget
 
     with pytest.raises(ValueError, match="every_steps must be at least 1"):
         PeriodicBackup("backup", every_steps=0)
@@ -384,7 +384,7 @@ def test_periodic_backup_counts_steps_and_waits_its_seconds(
     one every N steps within an epoch while the floor has passed since the last backup.
     With 5 steps per call the hook runs twice an epoch, and the count is still in steps:
     every 10 steps is one backup an epoch besides its end."""
-    from training.callbacks import PeriodicBackup
+    from keras_vit.training.callbacks import PeriodicBackup
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -406,7 +406,7 @@ def test_best_model_held_in_memory_is_written_with_its_own_state(tmp_path, min_s
     """Within the time floor, a better model is held in memory; flush() (at train end)
     writes that epoch's weights and optimizer state, not the current ones, and leaves the
     model as it was. Without a floor each better model is written at once."""
-    from training.callbacks import AtomicBestModel
+    from keras_vit.training.callbacks import AtomicBestModel
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
@@ -443,7 +443,7 @@ def test_best_model_held_in_memory_is_written_with_its_own_state(tmp_path, min_s
 def test_resumed_history_keeps_each_epoch_once(tmp_path):
     """A run killed after logging epoch 3 but before its epoch-end backup resumes at epoch 3:
     its row goes, and the rows before it stay as written."""
-    from training.artifacts import truncate_history
+    from keras_vit.training.artifacts import truncate_history
 
     path = tmp_path / "history.csv"
     rows = ["epoch,accuracy,loss\n"] + [f"{epoch},0.{epoch},{1 / (epoch + 1):.3f}\n" for epoch in range(4)]

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from training.choices import CROP_FILLS
+from keras_vit.training.choices import CROP_FILLS
 
 
 def make_augmenter(image_size, crop_padding=0, flip=False, randaugment=False, mixup=0.0, cutmix=0.0, seed=0,

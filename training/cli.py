@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from training.memory import OutOfMemoryError
+from keras_vit.training.memory import OutOfMemoryError
 
 COMMANDS = ("presets", "train", "predict", "evaluate", "export", "explain")
 
@@ -39,9 +39,9 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"training.commands.{name}")
+            module = importlib.import_module(f"keras_vit.training.commands.{name}")
         except ModuleNotFoundError as error:
-            if error.name != f"training.commands.{name}":
+            if error.name != f"keras_vit.training.commands.{name}":
                 raise
             continue  # a sub-command this installation does not ship
         module.register(subparsers)

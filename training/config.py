@@ -4,7 +4,7 @@ import dataclasses
 import json
 import os
 
-from training.choices import CROP_FILLS, JIT_COMPILE, KEEP_MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES
+from keras_vit.training.choices import CROP_FILLS, JIT_COMPILE, KEEP_MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES
 
 # ViT constructor arguments a user may override on top of a preset.
 MODEL_FIELDS = (
@@ -126,7 +126,7 @@ class TrainConfig:
     def resolve(self, num_train, image_size=None):
         """This config with the data-dependent defaults (None) set for `num_train` images of
         `image_size` (height, width), the size the model takes."""
-        from training.model_choice import choose_recipe
+        from keras_vit.training.model_choice import choose_recipe
 
         recipe = choose_recipe(num_train, image_size)
         if self.epochs is not None:

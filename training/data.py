@@ -19,8 +19,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from training.image_folder import list_image_folder
-from training.pipeline import (
+from keras_vit.training.image_folder import list_image_folder
+from keras_vit.training.pipeline import (
     ArraySource,
     FileSource,
     TfdsSource,

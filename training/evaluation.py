@@ -7,8 +7,8 @@ dataset specs.
 import dataclasses
 import sys
 
-from training.artifacts import read_training_config
-from training.data import EmptySplitError, load_splits_for_model, make_pipeline, split_arrays, take_sample
+from keras_vit.training.artifacts import read_training_config
+from keras_vit.training.data import EmptySplitError, load_splits_for_model, make_pipeline, split_arrays, take_sample
 
 
 @dataclasses.dataclass

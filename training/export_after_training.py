@@ -3,9 +3,9 @@ with their report, from the splits the run trained on (loaded once)."""
 
 import os
 
-from export.bundle import export_modes
-from training.artifacts import load_model_and_class_names
-from training.evaluation import ModelData
+from keras_vit.export.bundle import export_modes
+from keras_vit.training.artifacts import load_model_and_class_names
+from keras_vit.training.evaluation import ModelData
 
 # float16 is the file for the GPU accelerator, dynamic or int8 for the CPU, int8 for NPUs.
 MODES = ("float32", "float16", "dynamic", "int8")

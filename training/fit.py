@@ -8,15 +8,15 @@ import keras
 import tensorflow as tf
 
 from keras_vit.layers.patches import int_pair
-from training import artifacts
-from training.augment import make_augmenter
-from training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
-from training.data import load_splits, make_pipeline, take_sample, worker_shard
-from training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
-from training.model_choice import choose_model, describe_choice
-from training.optimization import make_optimizer
-from training.plots import plot_curves
-from training.strategy import is_chief, make_strategy, read_tf_config, set_precision
+from keras_vit.training import artifacts
+from keras_vit.training.augment import make_augmenter
+from keras_vit.training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
+from keras_vit.training.data import load_splits, make_pipeline, take_sample, worker_shard
+from keras_vit.training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
+from keras_vit.training.model_choice import choose_model, describe_choice
+from keras_vit.training.optimization import make_optimizer
+from keras_vit.training.plots import plot_curves
+from keras_vit.training.strategy import is_chief, make_strategy, read_tf_config, set_precision
 
 BACKUP_DIR = "backup"
 
@@ -302,7 +302,7 @@ def train(config, verbose=1):
     if os.path.exists(history_path):
         plot_curves(history_path, os.path.join(output, "curves.png"))
     if config.export_tflite:
-        from training.export_after_training import export_tflite_after_training
+        from keras_vit.training.export_after_training import export_tflite_after_training
 
         export_tflite_after_training(output, splits, config.dataset, config.limit_test,
                                      log=print if verbose else lambda *_: None)

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.images import IMAGE_EXTENSIONS, decode_image_file
-from training.image_scan import scan_images
+from keras_vit.training.image_scan import scan_images
 
 # What tf.io.decode_image reads, by content (a PNG named .jpg decodes fine).
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP") + (("WEBP",) if hasattr(tf.io, "decode_webp") else ())

@@ -135,7 +135,7 @@ def scan_images(paths, formats=DECODABLE_FORMATS, threads=8, processes=None):
 
     Threads overlap file reads; PIL's header parsing holds the GIL (about 50 us a file), so
     folders of `PROCESS_SCAN_FROM` files or more are split over worker processes too
-    (`python -m training.image_scan`: they import PIL only, neither TensorFlow nor the
+    (`python -m keras_vit.training.image_scan`: they import PIL only, neither TensorFlow nor the
     caller's main module, and are not forks of a process running TensorFlow's threads).
     """
     paths = [os.fspath(p) for p in paths]
@@ -146,7 +146,7 @@ def scan_images(paths, formats=DECODABLE_FORMATS, threads=8, processes=None):
     parts = [paths[i::processes] for i in range(processes)]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "training.image_scan", ",".join(formats), str(threads)],
+            [sys.executable, "-m", "keras_vit.training.image_scan", ",".join(formats), str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=_ROOT + os.pathsep
                                                                    + os.environ.get("PYTHONPATH", "")),
         )

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from training.choices import OPTIMIZERS
+from keras_vit.training.choices import OPTIMIZERS
 
 # The classification layer of `keras_vit.ViT` (keras_vit/model.py names it so).
 HEAD_LAYER = "head"

@@ -223,7 +223,7 @@ def worker_shard(tf_config=None):
     workers by index; for `load_splits(shard=...)`.
     """
     if tf_config is None:
-        from training.strategy import read_tf_config
+        from keras_vit.training.strategy import read_tf_config
 
         tf_config = read_tf_config()
     cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
@@ -356,7 +356,7 @@ def _cache_path(prefix, source, element_shape):
     """A cache file prefix per split, image shape and worker, so that no run reads another split's cache."""
     key = source.fingerprint if source is not None and source.fingerprint else "dataset"
     # Workers of one machine given the same prefix must not write the same validation cache.
-    from training.strategy import read_tf_config
+    from keras_vit.training.strategy import read_tf_config
 
     task = read_tf_config().get("task", {})
     worker = f"-{task.get('type', 'worker')}{task.get('index', 0)}" if task else ""

@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from training.choices import PRECISIONS, STRATEGIES
+from keras_vit.training.choices import PRECISIONS, STRATEGIES
 
 # CPU flags of bfloat16 arithmetic, with which oneDNN runs bf16 matmuls faster than float32
 # (ViT fit 1.29-1.58x on AVX512-BF16; BENCHMARKS.md section 1). Without them bf16 is emulated.

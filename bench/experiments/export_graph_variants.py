@@ -30,11 +30,11 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
 
-    import export.tflite as tflite
-    from export.report import measure_latencies
+    import keras_vit.export.tflite as tflite
+    from keras_vit.export.report import measure_latencies
     from keras_vit.images import model_image_shape
-    from training.artifacts import load_keras_model
-    from training.evaluation import model_data
+    from keras_vit.training.artifacts import load_keras_model
+    from keras_vit.training.evaluation import model_data
 
     model = load_keras_model(args.source, float32=True)
     calibration = model_data(args.source, model_image_shape(model)).calibration_arrays(200).astype("float32")

@@ -25,8 +25,8 @@ def main():
     import numpy as np
 
     from bench.export_latency import ours
-    from export.profile import format_profile, profile_ops, summarize_profile
-    from export.tflite import convert
+    from keras_vit.export.profile import format_profile, profile_ops, summarize_profile
+    from keras_vit.export.tflite import convert
 
     model = ours(args.image_size, 10)
     calibration = np.random.default_rng(0).uniform(0, 255, (16, args.image_size, args.image_size, 3)).astype("float32")

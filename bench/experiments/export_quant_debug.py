@@ -28,10 +28,10 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from export.tflite import save_inference_savedmodel
+    from keras_vit.export.tflite import save_inference_savedmodel
     from keras_vit.images import model_image_shape
-    from training.artifacts import load_keras_model
-    from training.evaluation import model_data
+    from keras_vit.training.artifacts import load_keras_model
+    from keras_vit.training.evaluation import model_data
 
     model = load_keras_model(args.source)
     data = model_data(args.source, model_image_shape(model), args.dataset)

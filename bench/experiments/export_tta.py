@@ -31,14 +31,14 @@ def main():
 
     import numpy as np
 
-    from export.evaluate import compare_outputs
-    from export.report import measure_latencies
-    from export.runtime import TFLiteRunner
-    from export.tflite import convert
+    from keras_vit.export.evaluate import compare_outputs
+    from keras_vit.export.report import measure_latencies
+    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.tflite import convert
     from keras_vit import flip_averaged
     from keras_vit.images import model_image_shape
-    from training.artifacts import load_keras_model
-    from training.evaluation import model_data
+    from keras_vit.training.artifacts import load_keras_model
+    from keras_vit.training.evaluation import model_data
 
     model = load_keras_model(args.source, float32=True)
     data = model_data(args.source, model_image_shape(model), args.data.spec, resize=True)

@@ -79,9 +79,9 @@ def _convert(fn, shape, mode, io="float32"):
 
 
 def _verdict(name, content, images):
-    from export.accelerator import run_on_gpu
-    from export.analysis import analyze_ops
-    from export.runtime import TFLiteRunner
+    from keras_vit.export.accelerator import run_on_gpu
+    from keras_vit.export.analysis import analyze_ops
+    from keras_vit.export.runtime import TFLiteRunner
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.tflite")
@@ -101,7 +101,7 @@ def _verdict(name, content, images):
 def main():
     import tensorflow as tf
 
-    from export.accelerator import gpu_accelerator_available, tiny_model_bytes
+    from keras_vit.export.accelerator import gpu_accelerator_available, tiny_model_bytes
 
     available, reason = gpu_accelerator_available()
     print(f"GPU accelerator: {reason}")
@@ -129,8 +129,8 @@ def main():
             _verdict(f"{name} [{mode}, {io} I/O]", content, images[:1])
 
     print("\n3. The int8 digits-size ViT, with and without one-way SPLITs (export/graph.py `_split`):")
-    from export import graph
-    from export.tflite import convert
+    from keras_vit.export import graph
+    from keras_vit.export.tflite import convert
     from keras_vit import ViT
 
     model = ViT(image_size=28, channels=1, patch_size=14, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,

@@ -19,7 +19,7 @@ import keras  # noqa: E402
 keras.config.disable_traceback_filtering()
 
 from keras_vit import ViT  # noqa: E402
-from training.strategy import make_strategy  # noqa: E402
+from keras_vit.training.strategy import make_strategy  # noqa: E402
 
 GLOBAL_BATCH = 16
 strategy = {

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from training.data import load_splits, make_pipeline, shard_options, worker_shard
-from training.strategy import make_strategy
+from keras_vit.training.data import load_splits, make_pipeline, shard_options, worker_shard
+from keras_vit.training.strategy import make_strategy
 
 GLOBAL_BATCH = 8
 folder, out_path = sys.argv[1], sys.argv[2]

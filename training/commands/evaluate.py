@@ -3,7 +3,7 @@
 import os
 import sys
 
-from training.choices import ACCELERATORS, TTA_MODES
+from keras_vit.training.choices import ACCELERATORS, TTA_MODES
 
 
 def register(subparsers):
@@ -31,8 +31,8 @@ def register(subparsers):
 
 def run(args):
     from keras_vit.images import model_image_shape
-    from training.artifacts import load_keras_model, write_json_atomic
-    from training.evaluation import evaluate_keras, model_data, note_if_trained_without_flip
+    from keras_vit.training.artifacts import load_keras_model, write_json_atomic
+    from keras_vit.training.evaluation import evaluate_keras, model_data, note_if_trained_without_flip
 
     tflite = args.model.endswith(".tflite")
     if tflite and args.tta != "none":
@@ -41,8 +41,8 @@ def run(args):
     if not tflite and args.accelerator != "cpu":
         raise ValueError("--accelerator applies to a .tflite file")
     if tflite:
-        from export.analysis import read_tflite
-        from export.runtime import TFLiteRunner
+        from keras_vit.export.analysis import read_tflite
+        from keras_vit.export.runtime import TFLiteRunner
 
         image_shape = TFLiteRunner(read_tflite(args.model)).input_shape[1:]
         keras_model = None
@@ -52,11 +52,11 @@ def run(args):
                           trained_with=args.keras_model)
         images, labels = data.test_arrays(args.limit)
         if args.accelerator == "gpu":
-            from export.accelerator import evaluate_on_gpu
+            from keras_vit.export.accelerator import evaluate_on_gpu
 
             metrics = evaluate_on_gpu(args.model, images, labels, keras_model=keras_model)
         else:
-            from export.evaluate import evaluate_tflite
+            from keras_vit.export.evaluate import evaluate_tflite
 
             metrics = evaluate_tflite(args.model, images, labels, keras_model=keras_model, num_threads=args.threads)
         metrics["dataset"] = data.spec

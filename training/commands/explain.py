@@ -34,8 +34,8 @@ def run(args):
     from keras_vit.explain import Explainer, parse_methods, render_explanations
     from keras_vit.explain.maps import check_vit
     from keras_vit.images import load_image_files
-    from training.artifacts import load_class_names, load_keras_model
-    from training.evaluation import model_data
+    from keras_vit.training.artifacts import load_class_names, load_keras_model
+    from keras_vit.training.evaluation import model_data
 
     methods = parse_methods(args.method)
     if not args.output.lower().endswith(".png"):

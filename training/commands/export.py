@@ -2,13 +2,13 @@
 
 import sys
 
-from training.choices import EXPORT_FORMATS, QUANTIZER_CHOICES, TTA_MODES
+from keras_vit.training.choices import EXPORT_FORMATS, QUANTIZER_CHOICES, TTA_MODES
 
 
 def register(subparsers):
-    from export.graph import GRAPHS
-    from export.savedmodel import INPUT_DTYPES
-    from export.tflite import IO_TYPES, MODES, WEIGHT_GRANULARITIES
+    from keras_vit.export.graph import GRAPHS
+    from keras_vit.export.savedmodel import INPUT_DTYPES
+    from keras_vit.export.tflite import IO_TYPES, MODES, WEIGHT_GRANULARITIES
 
     parser = subparsers.add_parser(
         "export",
@@ -65,16 +65,16 @@ def _fallback(args):
 
 
 def run(args):
-    from export.tflite import MODES, QUANTIZED_MODES, check_mode
+    from keras_vit.export.tflite import MODES, QUANTIZED_MODES, check_mode
     from keras_vit.images import model_image_shape
-    from training.artifacts import load_model_and_class_names
-    from training.evaluation import model_data, note_if_trained_without_flip
+    from keras_vit.training.artifacts import load_model_and_class_names
+    from keras_vit.training.evaluation import model_data, note_if_trained_without_flip
 
     ai_edge_mode = args.quantizer == "ai-edge" and args.mode != "all"
     if args.quantizer == "both" and args.mode != "all":
         raise ValueError("--quantizer both compares the two quantizers in the report of --mode all")
     if ai_edge_mode:
-        from export.ai_edge_quantizer import check_mode as check_ai_edge_mode
+        from keras_vit.export.ai_edge_quantizer import check_mode as check_ai_edge_mode
 
         check_ai_edge_mode(args.mode)
     elif args.format == "tflite" and args.mode != "all":
@@ -90,7 +90,7 @@ def run(args):
     averaged = "" if args.tta == "none" else f", averaged with --tta {args.tta}"
 
     if args.format == "savedmodel":
-        from export.savedmodel import export_savedmodel
+        from keras_vit.export.savedmodel import export_savedmodel
 
         export_savedmodel(model, args.output, names, top_k=args.top_k, input_dtype=args.input_dtype, tta=args.tta)
         print(f"wrote SavedModel {args.output} (signatures serving_default, serving_bytes{averaged})")
@@ -106,7 +106,7 @@ def run(args):
     calibration = data.calibration_arrays(args.calibration_size) if data else None
 
     if args.mode == "all":
-        from export.bundle import export_modes
+        from keras_vit.export.bundle import export_modes
 
         test_images, test_labels = data.test_arrays(args.limit)
         rows = export_modes(
@@ -122,10 +122,10 @@ def run(args):
               + f" to {args.output}{averaged}")
         return 0
 
-    from export.tflite import convert, write_tflite
+    from keras_vit.export.tflite import convert, write_tflite
 
     if ai_edge_mode and args.mode != "float32":
-        from export.ai_edge_quantizer import quantize
+        from keras_vit.export.ai_edge_quantizer import quantize
 
         float32_content = convert(model, "float32", batch_size=args.batch_size, graph=args.graph, tta=args.tta)
         content = quantize(float32_content, args.mode, None if calibration is None else calibration.astype("float32"),

@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from training.choices import PREDICT_FORMATS
+from keras_vit.training.choices import PREDICT_FORMATS
 
 
 def register(subparsers):
@@ -34,7 +34,7 @@ def register(subparsers):
 
 
 def run(args):
-    from export.predictor import (
+    from keras_vit.export.predictor import (
         KerasPredictor,
         format_predictions,
         iter_predictions,
@@ -57,7 +57,7 @@ def run(args):
     if args.threads is not None and kind != "tflite":
         raise ValueError("--threads applies to a .tflite file")
     if kind in ("keras", "training_folder"):
-        from training.artifacts import load_model_and_class_names
+        from keras_vit.training.artifacts import load_model_and_class_names
 
         # float32 (a mixed-precision model predicts as its exports do), with config.json's class names.
         model, names = load_model_and_class_names(args.model)

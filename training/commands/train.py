@@ -2,7 +2,7 @@
 
 import argparse
 
-from training.choices import (
+from keras_vit.training.choices import (
     CROP_FILLS,
     INPUT_SCALINGS,
     JIT_COMPILE,
@@ -12,7 +12,7 @@ from training.choices import (
     PRECISIONS,
     STRATEGIES,
 )
-from training.config import TrainConfig, merge_config, read_config_file
+from keras_vit.training.config import TrainConfig, merge_config, read_config_file
 
 
 def _size(text):
@@ -138,7 +138,7 @@ def config_from_args(args):
 
 
 def run(args):
-    from training.fit import train
+    from keras_vit.training.fit import train
 
     config = config_from_args(args)
     metrics = train(config)
