@@ -49,6 +49,7 @@ class AcceleratorRun:
     gpu_ops, cpu_ops: ops the GPU delegate took and left to the CPU (from LiteRT's log; all
         ops on the GPU when fully accelerated).
     outputs: float32 `[N, K]` outputs (dequantized), None unless `runs`.
+    outputs_probabilities: whether the file outputs class probabilities (else logits).
     latency: `{"median_ms", "p90_ms"}` of one batch (run plus reading the output back).
     device: the adapter LiteRT's WebGPU picked (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
     latency_note: what the latency is of (`SOFTWARE_LATENCY_NOTE` on lavapipe).
@@ -62,6 +63,7 @@ class AcceleratorRun:
     gpu_ops: int = None
     cpu_ops: int = None
     outputs: np.ndarray = None
+    outputs_probabilities: bool = None
     latency: dict = None
     device: str = None
     latency_note: str = None
@@ -70,6 +72,12 @@ class AcceleratorRun:
     @property
     def runs(self):
         return self.status == "runs"
+
+    def probabilities(self):
+        """The outputs as float64 class probabilities `[N, K]` (`export.runtime.class_probabilities`), or None."""
+        from keras_vit.export.runtime import class_probabilities
+
+        return None if self.outputs is None else class_probabilities(self.outputs, bool(self.outputs_probabilities))
 
     def to_dict(self):
         """JSON-friendly fields (no outputs)."""
@@ -316,13 +324,43 @@ def _run_child(model_path, inputs, folder, accelerator="gpu", runs=20, warmup=3,
     return run
 
 
+def run_compiled(tflite_path, images, accelerator="cpu", timeout=300, runs=20, warmup=3, enforce_f32=False):
+    """Runs a `.tflite` classifier with LiteRT's `CompiledModel` on `accelerator` (`cpu` or `gpu`, the
+    GPU with the CPU as fallback) in a child process: `run_on_gpu` without the availability check.
+    Returns an `AcceleratorRun`."""
+    from keras_vit.export.analysis import analyze_ops, read_tflite
+    from keras_vit.export.runtime import TFLiteRunner
+
+    if accelerator not in ("cpu", "gpu"):
+        raise ValueError(f"accelerator must be 'cpu' or 'gpu', got {accelerator!r}")
+    content = read_tflite(tflite_path)
+    runner = TFLiteRunner(content)  # the model's I/O types, quantization and batch size
+    images = runner.check_images(images)
+    batch, count = runner.batch_size, len(images)
+    pad = (-count) % batch
+    if pad:
+        images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+    inputs = runner.quantize_input(images)
+    with tempfile.TemporaryDirectory(prefix="keras_vit_compiled_") as folder:
+        result = _run_child(os.path.abspath(tflite_path), inputs, folder, accelerator, runs, warmup, timeout,
+                            enforce_f32)
+    if result.runs:
+        outputs = result.outputs.reshape(len(images), -1)
+        result.outputs = np.asarray(runner.dequantize_output(outputs), "float32")[:count]
+        result.outputs_probabilities = runner.outputs_probabilities
+        if accelerator == "gpu" and result.fully_accelerated and result.gpu_ops is None:
+            result.gpu_ops, result.cpu_ops = sum(analyze_ops(content)["ops"].values()), 0
+    return result
+
+
 def run_on_gpu(tflite_path, images, timeout=300, runs=20, warmup=3, enforce_f32=False, check_available=True):
     """Runs a `.tflite` classifier on LiteRT's GPU accelerator in a child process.
 
     Args:
         tflite_path: the `.tflite` file.
         images: float32 `[N, H, W, C]` raw pixels (quantized to the model's input type here,
-            with its own parameters, and fed in chunks of its static batch size).
+            with its own parameters, and fed in chunks of its static batch size; gray images
+            are repeated to RGB for a file that takes RGB).
         timeout: seconds for the child (compile, all images, and the latency runs).
         runs, warmup: timed and untimed runs of one batch for the latency.
         enforce_f32: ask the GPU for float32 arithmetic (by default it may use float16,
@@ -335,51 +373,38 @@ def run_on_gpu(tflite_path, images, timeout=300, runs=20, warmup=3, enforce_f32=
         status `aborted` with the child's fatal stderr line). Raises ValueError for a missing
         or corrupt file or images of the wrong shape, as the CPU runner does.
     """
-    from keras_vit.export.analysis import analyze_ops, read_tflite
-    from keras_vit.export.runtime import TFLiteRunner
+    from keras_vit.export.analysis import read_tflite
 
-    content = read_tflite(tflite_path)
+    read_tflite(tflite_path)  # a missing or corrupt file is an error even where no GPU is
     if check_available:
         available, reason = gpu_accelerator_available()
         if not available:
             return AcceleratorRun(status="unavailable", message=reason)
-    runner = TFLiteRunner(content)  # the model's I/O types, quantization and batch size
-    images = np.asarray(images, dtype="float32")
-    runner.check_images(images)
-    batch, count = runner.batch_size, len(images)
-    pad = (-count) % batch
-    if pad:
-        images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-    inputs = runner.quantize_input(images)
-    with tempfile.TemporaryDirectory(prefix="keras_vit_gpu_") as folder:
-        result = _run_child(os.path.abspath(tflite_path), inputs, folder, "gpu", runs, warmup, timeout, enforce_f32)
-    if result.runs:
-        outputs = result.outputs.reshape(len(images), -1)
-        result.outputs = np.asarray(runner.dequantize_output(outputs), "float32")[:count]
-        if result.fully_accelerated and result.gpu_ops is None:
-            result.gpu_ops, result.cpu_ops = sum(analyze_ops(content)["ops"].values()), 0
-    return result
+    return run_compiled(tflite_path, images, "gpu", timeout, runs, warmup, enforce_f32)
 
 
-def gpu_metrics(result, labels=None, cpu_outputs=None, keras_outputs=None):
-    """Report fields of a GPU run: status, acceleration, accuracy, agreement and logit errors
-    (against the CPU interpreter's outputs and against Keras) and latency. JSON-friendly."""
+def gpu_metrics(result, labels=None, cpu_probabilities=None, keras_probabilities=None):
+    """Report fields of a GPU run: status, acceleration, accuracy, agreement and the errors of its
+    class probabilities (against the CPU interpreter's and against Keras's, both `[N, K]`
+    probabilities of the same images: `export.runtime.class_probabilities`) and latency.
+    JSON-friendly."""
     row = result.to_dict()
     row["summary"] = result.summary()
     if not result.runs:
         return row
-    outputs = result.outputs
-    row["num_images"] = int(len(outputs))
+    probabilities = result.probabilities()
+    count = len(probabilities)
+    row["num_images"] = int(count)
     if labels is not None:
-        row["accuracy"] = float(np.mean(outputs.argmax(-1) == np.asarray(labels)[: len(outputs)]))
-    if cpu_outputs is not None:
-        cpu = np.asarray(cpu_outputs, "float32")[: len(outputs)]
-        row["max_error_vs_cpu"] = float(np.abs(outputs - cpu).max())
-        row["agreement_with_cpu"] = float(np.mean(outputs.argmax(-1) == cpu.argmax(-1)))
-    if keras_outputs is not None:
-        reference = np.asarray(keras_outputs, "float32")[: len(outputs)]
-        row["max_error_vs_keras"] = float(np.abs(outputs - reference).max())
-        row["agreement_with_keras"] = float(np.mean(outputs.argmax(-1) == reference.argmax(-1)))
+        row["accuracy"] = float(np.mean(probabilities.argmax(-1) == np.asarray(labels)[:count]))
+    if cpu_probabilities is not None:
+        cpu = np.asarray(cpu_probabilities, "float64")[:count]
+        row["max_error_vs_cpu"] = float(np.abs(probabilities - cpu).max())
+        row["agreement_with_cpu"] = float(np.mean(probabilities.argmax(-1) == cpu.argmax(-1)))
+    if keras_probabilities is not None:
+        reference = np.asarray(keras_probabilities, "float64")[:count]
+        row["max_error_vs_keras"] = float(np.abs(probabilities - reference).max())
+        row["agreement_with_keras"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
     return row
 
 
@@ -392,12 +417,13 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
     Returns a dict: `accelerator` (`gpu`), `gpu_status` (see `AcceleratorRun`),
     `gpu_message`, `fully_accelerated`, `gpu_ops`, `cpu_ops`, and when it runs `test_accuracy`,
     `num_images`, `max_error_vs_cpu`, `agreement_with_cpu`, latency (`median_latency_ms`,
-    `p90_latency_ms`, `latency_note`), and `agreement_with_keras` / `max_logit_error` /
-    `mean_logit_error` against Keras (None without one). Raises ValueError where the GPU
-    accelerator is not available (with the reason) and for a bad file or image size.
+    `p90_latency_ms`, `latency_note`), and `agreement_with_keras` / `max_probability_error` /
+    `mean_probability_error` against Keras (None without one); all compared as class probabilities.
+    Raises ValueError where the GPU accelerator is not available (with the reason) and for a bad
+    file or image size.
     """
     from keras_vit.export.analysis import read_tflite
-    from keras_vit.export.evaluate import check_image_array, compare_outputs, keras_logits
+    from keras_vit.export.evaluate import check_image_array, compare_outputs, keras_probabilities
     from keras_vit.export.runtime import TFLiteRunner
 
     content = read_tflite(tflite_path)
@@ -408,7 +434,7 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
     images = check_image_array(images, runner.input_shape[1:], "test images", labels)
     labels = np.asarray(labels)
     result = run_on_gpu(tflite_path, images, timeout=timeout, check_available=False)
-    cpu = runner.predict(images)
+    cpu = runner.probabilities(images)
     row = gpu_metrics(result, labels, cpu)
     metrics = {
         "accelerator": "gpu",
@@ -427,10 +453,11 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
         "latency_note": result.latency_note,
         "device": result.device,
         "batch_size": runner.batch_size,
+        "outputs": "probabilities" if runner.outputs_probabilities else "logits",
         "agreement_with_keras": None,
-        "max_logit_error": None,
-        "mean_logit_error": None,
+        "max_probability_error": None,
+        "mean_probability_error": None,
     }
     if keras_model is not None and result.runs:
-        metrics.update(compare_outputs(result.outputs, keras_logits(keras_model, images)))
+        metrics.update(compare_outputs(result.probabilities(), keras_probabilities(keras_model, images)))
     return metrics

@@ -18,6 +18,11 @@ not Keras layer names, so selecting op types is the sturdier way to keep parts o
 Static modes (`int8`, `int16x8`) give a model whose input and output are int8 / int16 too
 (the quantizer quantizes the graph's edges); `export.runtime.TFLiteRunner` feeds and reads them
 with the file's own scale and zero point, so callers still pass float32 raw 0..255 pixels.
+
+The quantizer rewrites the flatbuffer and drops the files zipped after it, so `quantize`
+attaches the image-classifier metadata (`export.metadata`) of the float32 file again,
+its embedded class names included. (MediaPipe takes uint8 or float32 images only: the
+static modes' int8 / int16 input is for LiteRT and NPUs, not for MediaPipe.)
 """
 
 import contextlib
@@ -28,7 +33,7 @@ import warnings
 import numpy as np
 
 from keras_vit.export.analysis import analyze_ops, check_tflite_bytes
-from keras_vit.export.runtime import check_image_shape
+from keras_vit.export.runtime import fit_channels
 
 # Our mode name -> the AI Edge Quantizer recipe (a function of `ai_edge_quantizer.recipe`).
 RECIPES = {
@@ -97,8 +102,7 @@ def _dataset(content, images, what):
     """Images `[N, H, W, C]` as the quantizer's `{signature: [{input: [B, H, W, C]}, ...]}`, in chunks of
     the file's static batch size B (the last chunk padded by repeating its last image)."""
     key, name, shape = _signature_and_input(content)
-    images = np.asarray(images, dtype="float32")
-    check_image_shape(images, shape[1:], what)
+    images = fit_channels(images, shape[1:], what)  # gray images repeated for a gray model's RGB input
     if len(images) == 0:
         raise ValueError(f"{what}: no images given")
     batch = shape[0]
@@ -143,9 +147,10 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
 
     Args:
         float32_content: bytes of `export.tflite.convert(model, "float32", ...)` (input `[B, H, W, C]`
-            float32 raw 0..255 pixels).
+            float32 raw 0..255 pixels; its outputs, probabilities or logits, are the quantized file's).
         mode: `int8`, `int16x8` (static: calibrated), `dynamic` or `weight_only` (see `RECIPES`).
-        calibration_images: float32 `[N, H, W, C]` raw pixels from the training data; needed by the
+        calibration_images: float32 `[N, H, W, C]` raw pixels from the training data (gray ones for a
+            gray model whose file takes RGB are repeated to RGB); needed by the
             static modes, ignored by the others. N of a few dozen to a few hundred is enough.
         float_ops: ops left in float: a regex, or a list whose entries are groups of our graph
             (`FLOAT_OP_GROUPS`: `layernorm`, `residual`, `attention`, `gelu`), op types
@@ -155,7 +160,8 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
         num_threads: interpreter threads for calibration (default: the machine's CPU count).
 
     Returns:
-        The quantized `.tflite` bytes, checked to load and to give finite outputs on one batch.
+        The quantized `.tflite` bytes, checked to load and to give finite outputs on one batch, with
+        the float32 file's image-classifier metadata.
     """
     from ai_edge_quantizer import quantizer, recipe
 
@@ -189,7 +195,9 @@ def quantize(float32_content, mode, calibration_images=None, float_ops=None, num
     probe = np.random.default_rng(0).uniform(0, 255, runner.input_shape).astype("float32")
     if not np.all(np.isfinite(runner.predict(probe))):
         raise RuntimeError(f"ai-edge-quantizer mode {mode}: the quantized model outputs non-finite values")
-    return content
+    from keras_vit.export.metadata import attach_classifier_metadata, read_embedded_labels
+
+    return attach_classifier_metadata(content, read_embedded_labels(float32_content))
 
 
 def validate(float32_content, quantized_content, images, num_threads=None, worst=5):

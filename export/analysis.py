@@ -129,6 +129,31 @@ def analyze_ops(content):
     }
 
 
+def outputs_probabilities(content):
+    """Whether a `.tflite` model's output is made by a SOFTMAX: class probabilities, else logits.
+
+    The graph decides, not the metadata: files that `export.tflite.convert` makes end in a SOFTMAX
+    (followed by a QUANTIZE or DEQUANTIZE for a quantized output) unless exported with
+    `outputs="logits"`, as do files of a model built with `classifier_activation="softmax"`.
+    `content` is `.tflite` bytes or the `ModelT` of `load_model_object`.
+    """
+    model = content if not isinstance(content, (bytes, bytearray)) else load_model_object(content)
+    graph = model.subgraphs[0]
+    producers = {int(t): op for op in graph.operators for t in (op.outputs if op.outputs is not None else [])}
+    tensor = int(graph.outputs[0])
+    for _ in range(8):  # walk back through type conversions and reshapes
+        operator = producers.get(tensor)
+        if operator is None:
+            return False
+        name = op_name(model, operator)
+        if name == "SOFTMAX":
+            return True
+        if name not in ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "CAST"):
+            return False
+        tensor = int(operator.inputs[0])
+    return False
+
+
 def gpu_compatibility(content):
     """Runs `tf.lite.experimental.Analyzer` with `gpu_compatibility=True`.
 

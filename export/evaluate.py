@@ -3,6 +3,12 @@
 Export works on arrays: the caller (a command, a notebook) loads its data and passes raw
 0..255 images `[N, H, W, C]` and int labels `[N]`, so these functions serve any Keras
 classifier and any data source.
+
+Files and Keras models are compared as class probabilities: a file outputs probabilities
+(the default) or logits (`outputs="logits"`), a Keras model usually logits, and each is
+turned into probabilities (`export.runtime.class_probabilities`) before the comparison.
+Images are fed to each as it takes them: a file that takes RGB for a gray model gets the gray
+images repeated to RGB, the Keras model gets gray (`keras_vit.images.prepare_images`).
 """
 
 import os
@@ -14,9 +20,13 @@ from keras_vit.export.runtime import TFLiteRunner
 
 
 def check_image_array(images, image_shape, name="images", labels=None):
-    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images
-    (and, with `labels`, unless there is one label per image)."""
+    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images,
+    or gray `[N, H, W, 1]` for an RGB `image_shape` (a gray model's RGB-input file; they are then
+    repeated to RGB), and, with `labels`, unless there is one label per image."""
     images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1 and tuple(image_shape)[-1] == 3 \
+            and tuple(images.shape[1:3]) == tuple(image_shape)[:2]:
+        images = np.repeat(images, 3, axis=-1)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(
             f"{name} have shape {list(images.shape)}, the model takes [N, {', '.join(map(str, image_shape))}] "
@@ -29,23 +39,44 @@ def check_image_array(images, image_shape, name="images", labels=None):
     return images.astype("float32", copy=False)
 
 
-def compare_outputs(outputs, reference, labels=None):
-    """Top-1 agreement and logit errors of `outputs` against `reference` (both `[N, K]`)."""
-    outputs, reference = np.asarray(outputs, "float32"), np.asarray(reference, "float32")
-    error = np.abs(outputs - reference)
+def compare_outputs(probabilities, reference, labels=None):
+    """Top-1 agreement and probability errors of `probabilities` against `reference` probabilities
+    (both `[N, K]`; see `export.runtime.class_probabilities`)."""
+    probabilities, reference = np.asarray(probabilities, "float64"), np.asarray(reference, "float64")
+    error = np.abs(probabilities - reference)
     result = {
-        "agreement_with_keras": float(np.mean(outputs.argmax(-1) == reference.argmax(-1))),
-        "max_logit_error": float(error.max()),
-        "mean_logit_error": float(error.mean()),
+        "agreement_with_keras": float(np.mean(probabilities.argmax(-1) == reference.argmax(-1))),
+        "max_probability_error": float(error.max()),
+        "mean_probability_error": float(error.mean()),
     }
     if labels is not None:
         result["keras_accuracy"] = float(np.mean(reference.argmax(-1) == labels))
     return result
 
 
+def keras_inputs(keras_model, images):
+    """Raw images `[N, H, W, C]` as `keras_model` takes them: RGB to gray (the rounded luminance of
+    `keras_vit.images`, exact for gray images repeated to RGB) or gray to RGB where the channels differ."""
+    from keras_vit.images import model_image_shape, prepare_images
+
+    images = np.asarray(images, "float32")
+    height, width, channels = model_image_shape(keras_model)
+    if images.ndim == 4 and images.shape[-1] != channels:
+        images = np.asarray(prepare_images(images, (height, width), channels))
+    return images
+
+
 def keras_logits(keras_model, images, batch_size=256):
-    """The Keras model's outputs `[N, K]` for raw images `[N, H, W, C]`."""
-    return np.asarray(keras_model.predict(np.asarray(images, "float32"), batch_size=batch_size, verbose=0))
+    """The Keras model's outputs `[N, K]` for raw images `[N, H, W, C]` (channels fitted by `keras_inputs`)."""
+    return np.asarray(keras_model.predict(keras_inputs(keras_model, images), batch_size=batch_size, verbose=0))
+
+
+def keras_probabilities(keras_model, images, batch_size=256):
+    """The Keras model's class probabilities `[N, K]` (float64) for raw images `[N, H, W, C]`."""
+    from keras_vit.export.runtime import class_probabilities
+    from keras_vit.export.savedmodel import outputs_are_probabilities
+
+    return class_probabilities(keras_logits(keras_model, images, batch_size), outputs_are_probabilities(keras_model))
 
 
 def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_threads=None):
@@ -53,28 +84,30 @@ def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_thread
     with `labels` `[N]`.
 
     Returns a dict with `test_accuracy`, `num_images`, `size_bytes`, `median_latency_ms`
-    and `p90_latency_ms` (one batch, usually one image), `agreement_with_keras` and
-    the max/mean logit error against `keras_model` (None without one). Raises
-    ValueError for a missing or corrupt file and for images of the wrong size.
+    and `p90_latency_ms` (one batch, usually one image), `outputs` (what the file outputs:
+    `probabilities` or `logits`), `agreement_with_keras` and the max/mean error of the class
+    probabilities against `keras_model`'s (None without one). Raises ValueError for a missing
+    or corrupt file and for images of the wrong size.
     """
     content = read_tflite(tflite_path)
     runner = TFLiteRunner(content, num_threads=num_threads)
     images = check_image_array(images, runner.input_shape[1:], "test images", labels)
     labels = np.asarray(labels)
-    outputs = runner.predict(images)
+    probabilities = runner.probabilities(images)
     latency = runner.latency()
     metrics = {
-        "test_accuracy": float(np.mean(outputs.argmax(-1) == labels)),
+        "test_accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
         "num_images": int(len(labels)),
         "size_bytes": int(os.path.getsize(tflite_path)),
         "median_latency_ms": latency["median_ms"],
         "p90_latency_ms": latency["p90_ms"],
         "batch_size": runner.batch_size,
         "num_threads": runner.num_threads,
+        "outputs": "probabilities" if runner.outputs_probabilities else "logits",
         "agreement_with_keras": None,
-        "max_logit_error": None,
-        "mean_logit_error": None,
+        "max_probability_error": None,
+        "mean_probability_error": None,
     }
     if keras_model is not None:
-        metrics.update(compare_outputs(outputs, keras_logits(keras_model, images), labels))
+        metrics.update(compare_outputs(probabilities, keras_probabilities(keras_model, images), labels))
     return metrics

@@ -24,6 +24,13 @@ islands. Straightforward int8 was 1.7x slower than float32; this graph makes it 
 
 All folds are exact in real arithmetic; `tests/test_export_tflite.py` checks the float
 graph against Keras (max difference ~4e-06).
+
+Both graphs end, by default, in a softmax (class probabilities, what MediaPipe's image
+classifier reports as scores; `outputs="logits"` leaves it out), and take RGB images
+`[B, H, W, 3]` for a grayscale model too: apps and MediaPipe feed RGB, and the model's
+gray input is the luminance of `tf.image.rgb_to_grayscale` (the weights `keras_vit.images`
+decodes color files to gray with), computed inside the graph; the folded graph folds those
+weights into its first kernel, so the conversion costs no op.
 """
 
 import numpy as np
@@ -34,6 +41,17 @@ NORMALIZATIONS = ("l2", "rsqrt")
 # fully_connected: per-head FCs with run-time weights (int8-fast); batch_matmul: the
 # Keras layout, for an attention core kept in float (export.tflite float_fallback).
 ATTENTIONS = ("fully_connected", "batch_matmul")
+# The luminance weights of tf.image.rgb_to_grayscale (ITU-R BT.601), which keras_vit.images
+# applies when it decodes a color file for a gray model.
+RGB_TO_GRAY = np.array([0.2989, 0.5870, 0.1140])
+
+
+def rgb_input_shape(model, rgb_input=True):
+    """`(H, W, C)` an exported file of `model` takes: 3 channels for a gray model with `rgb_input`."""
+    from keras_vit.images import model_image_shape
+
+    height, width, channels = model_image_shape(model)
+    return (height, width, 3 if rgb_input and channels == 1 else channels)
 
 
 def _weights(layer):
@@ -67,7 +85,7 @@ def check_integer_graph_support(model):
 class ViTWeights:
     """The folded float32 weights of a `keras_vit.ViT`, ready for `folded_forward`."""
 
-    def __init__(self, model, normalization="rsqrt", attention="fully_connected"):
+    def __init__(self, model, normalization="rsqrt", attention="fully_connected", rgb_input=False):
         check_integer_graph_support(model)
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -130,6 +148,19 @@ class ViTWeights:
         element_offset = np.tile(channel_offset, patch_dim // self.patch_channels)
         self.patch_kernel = element_scale[:, None] * kernel
         self.patch_bias = bias + element_offset @ kernel
+        if rgb_input and self.channels == 1:
+            # RGB in, the gray model inside: gray = sum_c w_c x_c is linear, so the first kernel
+            # takes it (kernel_c = w_c * kernel). A stem's input shift s (in gray units) becomes
+            # s / sum(w) on every channel, so that sum_c w_c (x_c + s_c) = gray + s and the
+            # zero padding stays where it was.
+            if self.stem:
+                self.stem[0][0] = self.stem[0][0] * RGB_TO_GRAY[None, None, :, None]
+                if self.stem_input_shift is not None:
+                    self.stem_input_shift = np.repeat(self.stem_input_shift / RGB_TO_GRAY.sum(), 3)
+            else:
+                self.patch_kernel = np.repeat(self.patch_kernel, 3, axis=0) * np.tile(RGB_TO_GRAY, patch_dim)[:, None]
+                self.patch_channels = 3
+            self.channels = 3
         self.position = np.asarray(encoder.position_embedding, "float64")[0]
         self.class_token = (
             np.asarray(encoder.class_token, "float64")[0] if self.use_class_token else None
@@ -285,18 +316,23 @@ def model_input_spec(model, batch_size=1, dtype=tf.float32):
 
 
 class InferenceModule(tf.Module):
-    """A `tf.Module` whose `serve` maps float32 raw-pixel images to logits.
+    """A `tf.Module` whose `serve` maps float32 raw-pixel images to class probabilities (or logits).
 
     `graph="keras"` calls the Keras model (its variables are tracked and frozen by the
     converter); `graph="folded"` runs `folded_forward` on folded constants, with the
     LayerNorm form `normalization` (`rsqrt` or `l2`) and `attention` (`fully_connected`
-    for integer modes, `batch_matmul` for float). Input `[batch_size, H, W, C]`.
-    `tta="flip"`: the logits of `keras_vit.flip_averaged(model)` (image and mirror image).
+    for integer modes, `batch_matmul` for float). Input `[batch_size, H, W, C]`, where C is 3
+    for a gray model with `rgb_input` (the luminance is taken inside, see the module docstring).
+    `tta="flip"`: the output of `keras_vit.flip_averaged(model)` (image and mirror image).
+    `outputs`: `probabilities` (a softmax at the end, unless the model's head has one) or
+    `logits` (the model's own output).
     """
 
     def __init__(self, model, graph="keras", batch_size=1, normalization="rsqrt", attention="fully_connected",
-                 tta="none"):
+                 tta="none", outputs="probabilities", rgb_input=True):
         super().__init__()
+        from keras_vit.export.metadata import check_output_kind
+        from keras_vit.export.savedmodel import outputs_are_probabilities
         from keras_vit.test_time_augmentation import check_logits_output, check_tta
 
         if graph not in GRAPHS:
@@ -304,15 +340,21 @@ class InferenceModule(tf.Module):
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         check_tta(tta)
+        check_output_kind(outputs)
         if tta != "none":
             check_logits_output(model)
-        spec = model_input_spec(model, batch_size)
+        if outputs == "logits" and outputs_are_probabilities(model):
+            raise ValueError(f"outputs='logits' needs a model that outputs logits; {model.name!r} ends in a softmax "
+                             "(its file outputs probabilities)")
+        height, width, channels = rgb_input_shape(model, rgb_input)
+        to_gray = channels == 3 and model_input_spec(model).shape[-1] == 1
+        spec = tf.TensorSpec((batch_size, height, width, channels), tf.float32, name="images")
         # With flip averaging the network sees the images and their mirror images as one batch.
         network_batch = None if batch_size is None else int(batch_size) * (2 if tta == "flip" else 1)
         if graph == "folded":
             if batch_size is None:
                 raise ValueError("the folded graph needs a static batch size")
-            weights = ViTWeights(model, normalization, attention)
+            weights = ViTWeights(model, normalization, attention, rgb_input=to_gray)
 
             def forward(images):
                 return folded_forward(weights, images, network_batch)
@@ -325,11 +367,21 @@ class InferenceModule(tf.Module):
             self.keras_variables = [variable.value for variable in model.variables]
 
             def forward(images):
-                return model(images, training=False)
+                return model(tf.image.rgb_to_grayscale(images) if to_gray else images, training=False)
 
         if tta == "flip":
             forward = _flip_averaged(forward)
+        if outputs == "probabilities" and not outputs_are_probabilities(model):
+            # After flip averaging, softmax(log(mean p)) = mean p: the averaged probabilities.
+            forward = _with_softmax(forward)
         self.serve = tf.function(forward, input_signature=[spec], autograph=False)
+
+
+def _with_softmax(forward):
+    def probabilities(images):
+        return tf.nn.softmax(forward(images), axis=-1)
+
+    return probabilities
 
 
 def _flip_averaged(forward):

@@ -66,9 +66,9 @@ def model_format(path):
 
 
 def _softmax(values):
-    values = np.asarray(values, dtype="float64")
-    exp = np.exp(values - values.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
+    from keras_vit.export.runtime import softmax
+
+    return softmax(values)
 
 
 def _check_class_names(class_names, num_classes, source):
@@ -197,36 +197,21 @@ class SavedModelPredictor(_Predictor):
 
 
 def tflite_outputs_probabilities(content):
-    """Whether a `.tflite` model's output is made by a SOFTMAX (a softmax head: probabilities).
+    """Whether a `.tflite` model outputs class probabilities (`export.analysis.outputs_probabilities`)."""
+    from keras_vit.export.analysis import outputs_probabilities
 
-    Files that `export.tflite.convert` makes output logits (for `--tta flip`, the log of the
-    mean probabilities), except for a model built with `classifier_activation="softmax"`, whose
-    last op is a SOFTMAX (followed by a QUANTIZE or DEQUANTIZE for a quantized output).
-    """
-    from keras_vit.export.analysis import load_model_object, op_name
-
-    model = load_model_object(content)
-    graph = model.subgraphs[0]
-    producers = {int(t): op for op in graph.operators for t in (op.outputs if op.outputs is not None else [])}
-    tensor = int(graph.outputs[0])
-    for _ in range(8):  # walk back through type conversions and reshapes
-        operator = producers.get(tensor)
-        if operator is None:
-            return False
-        name = op_name(model, operator)
-        if name == "SOFTMAX":
-            return True
-        if name not in ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "CAST"):
-            return False
-        tensor = int(operator.inputs[0])
-    return False
+    return outputs_probabilities(content)
 
 
 class TFLitePredictor(_Predictor):
     """A `.tflite` file written by `keras-vit export` (`export.tflite.write_tflite`), run on LiteRT.
 
-    Quantized inputs and outputs are handled by `export.runtime.TFLiteRunner`; the class
-    names are the labels file beside it (`export.tflite.labels_path`), else "0", "1", ....
+    Quantized inputs and outputs are handled by `export.runtime.TFLiteRunner`. The class names
+    are those embedded in its metadata, else the labels file beside it (`export.tflite.read_labels`),
+    else "0", "1", .... `image_shape` is the file's input: RGB for a gray model exported with
+    `rgb_input` (the default), which converts to gray inside; gray images are accepted too
+    (repeated to RGB). The probabilities are the file's own output (what MediaPipe's image
+    classifier reports as scores), or the softmax of a file that outputs logits.
     """
 
     def __init__(self, path, class_names=None, num_threads=None, batch_size=DEFAULT_BATCH_SIZE):
@@ -245,15 +230,18 @@ class TFLitePredictor(_Predictor):
         output_shape = tuple(int(s) for s in self.runner.output["shape"])
         if len(output_shape) != 2:
             raise ValueError(f"{path} outputs shape {output_shape}; expected [batch, classes]")
-        self.outputs_probabilities = tflite_outputs_probabilities(content)
-        names = class_names if class_names is not None else read_labels(self.source)
+        self.outputs_probabilities = self.runner.outputs_probabilities
+        names = class_names if class_names is not None else read_labels(self.source, content)
         self.class_names = _check_class_names(names, output_shape[-1], self.source)
 
+    def check_images(self, images):
+        """Raises ValueError unless `images` are `[N, H, W, C]` of the file's input (or gray for an RGB input)."""
+        from keras_vit.export.runtime import fit_channels
+
+        fit_channels(images, self.image_shape, model=self.source)
+
     def _probabilities(self, images):
-        outputs = self.runner.predict(np.asarray(images, dtype="float32")).astype("float64")
-        if self.outputs_probabilities:
-            return outputs / np.maximum(outputs.sum(axis=-1, keepdims=True), 1e-12)  # a quantized softmax drifts
-        return _softmax(outputs)
+        return self.runner.probabilities(np.asarray(images, dtype="float32"))
 
 
 def load_predictor(path, class_names=None, num_threads=None, batch_size=DEFAULT_BATCH_SIZE):

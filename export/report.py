@@ -47,14 +47,23 @@ def _timed_invokes(runner, runs):
     return np.asarray(times) * 1e3
 
 
+def _are_probabilities(outputs):
+    """Whether `[N, K]` outputs look like probabilities: non-negative rows that sum to 1."""
+    outputs = np.asarray(outputs, "float64")
+    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-4))
+
+
 def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), rounds=5, runs=20, files=None,
-                 gpu_runs=None):
-    """Rows of the report, one per mode.
+                 gpu_runs=None, keras_outputs_probabilities=None):
+    """Rows of the report, one per mode. Files and Keras are compared as class probabilities
+    (`export.evaluate.compare_outputs`), whatever each outputs.
 
     Args:
         contents: `{mode: tflite bytes}`.
-        images: float32 `[N, H, W, C]` test images; labels `[N]`.
-        keras_logits: the Keras model's outputs on `images`.
+        images: float32 `[N, H, W, C]` test images (gray ones for a gray model: its files that
+            take RGB get them repeated); labels `[N]`.
+        keras_logits: the Keras model's outputs on `images` (logits, or probabilities of a softmax
+            head: `keras_outputs_probabilities`, which None tells from the values).
         files: optional `{mode: file name}` to show.
         gpu_runs: optional `{mode: export.accelerator.AcceleratorRun}` of the files run on
             LiteRT's GPU accelerator (on the first images); each row's `gpu` then holds the
@@ -64,11 +73,17 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
     """
     from keras_vit.export.accelerator import gpu_metrics, known_gpu_aborts
 
+    from keras_vit.export.runtime import class_probabilities
+
+    if keras_outputs_probabilities is None:
+        keras_outputs_probabilities = _are_probabilities(keras_logits)
+    reference = class_probabilities(keras_logits, keras_outputs_probabilities)
     latencies = measure_latencies(contents, thread_counts, rounds, runs)
     float_size = len(contents["float32"]) if "float32" in contents else None
     rows = []
     for mode, content in contents.items():
-        outputs = TFLiteRunner(content).predict(images)
+        runner = TFLiteRunner(content)
+        probabilities = runner.probabilities(images)
         ops = analyze_ops(content)
         gpu_ok, gpu_text = gpu_compatibility(content)
         row = {
@@ -76,8 +91,9 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
             "file": (files or {}).get(mode),
             "size_bytes": len(content),
             "size_vs_float32": len(content) / float_size if float_size else None,
-            "accuracy": float(np.mean(outputs.argmax(-1) == labels)),
-            **compare_outputs(outputs, keras_logits, labels),
+            "outputs": "probabilities" if runner.outputs_probabilities else "logits",
+            "accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
+            **compare_outputs(probabilities, reference, labels),
             "latency": {str(t): latencies[mode][t] for t in thread_counts},
             "ops": ops["ops"],
             "all_builtin": ops["all_builtin"],
@@ -94,7 +110,7 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
             "gpu": None,
         }
         if gpu_runs is not None and mode in gpu_runs:
-            row["gpu"] = gpu_metrics(gpu_runs[mode], labels, outputs, keras_logits)
+            row["gpu"] = gpu_metrics(gpu_runs[mode], labels, probabilities, reference)
         if "float32" in latencies:
             row["latency_vs_float32"] = {
                 str(t): latencies[mode][t]["median_ms"] / latencies["float32"][t]["median_ms"] for t in thread_counts
@@ -152,7 +168,7 @@ def _accelerator_section(rows):
     ran = [(r, r["gpu"]) for r in rows if r.get("gpu") and r["gpu"]["status"] != "unavailable"]
     if ran:
         note = next((g.get("latency_note") for _, g in ran if g.get("latency_note")), "")
-        head = ["mode", "result", "accuracy", "agreement with Keras", "max logit err vs CPU interpreter",
+        head = ["mode", "result", "accuracy", "agreement with Keras", "max probability err vs CPU interpreter",
                 f"median / p90 ms ({note})", "message"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r, g in ran:
@@ -169,7 +185,7 @@ def _accelerator_section(rows):
             lines.append("| " + " | ".join(cells) + " |")
         images = next((g.get("num_images") for _, g in ran if g.get("num_images")), None)
         lines += ["", f"On {images or 'the first'} test images, in a child process (an abort there is recorded, "
-                  "not fatal). The CPU interpreter's logits are the reference for the error."]
+                  "not fatal). The CPU interpreter's probabilities are the reference for the error."]
     lines += ["", "## Which file for which accelerator", ""]
     for r in rows:
         base = r["mode"].split("+")[0].split(":")[0]  # int8+float:attention, int8:ai-edge -> int8
@@ -255,7 +271,7 @@ def format_markdown(rows, title="Export report", context=None):
     """The report rows as Markdown: the main table, then ops and Analyzer notes per mode, and
     the GPU accelerator's run results."""
     threads = list(rows[0]["latency"]) if rows else []
-    head = ["mode", "size", "x float32", "accuracy", "agreement", "max / mean logit err"]
+    head = ["mode", "size", "x float32", "accuracy", "agreement", "max / mean probability err"]
     head += [f"{t} thr median / p90 ms" for t in threads]
     head += ["x float32 latency (1 thr)", "builtin", "static", "fully integer", "GPU accelerator (run)",
              "GPU Analyzer (static)"]
@@ -277,7 +293,7 @@ def format_markdown(rows, title="Export report", context=None):
             f"{r['size_vs_float32']:.2f}" if r["size_vs_float32"] else "",
             f"{r['accuracy']:.4f}",
             f"{r['agreement_with_keras']:.4f}",
-            f"{r['max_logit_error']:.2e} / {r['mean_logit_error']:.2e}",
+            f"{r['max_probability_error']:.2e} / {r['mean_probability_error']:.2e}",
         ]
         cells += [f"{r['latency'][t]['median_ms']:.2f} / {r['latency'][t]['p90_ms']:.2f}" for t in threads]
         cells += [

@@ -18,6 +18,36 @@ def check_image_shape(images, image_shape, name="images", model="the model"):
         )
 
 
+def fit_channels(images, image_shape, name="images", model="the model"):
+    """`images` `[N, H, W, C]` for a model taking `image_shape` `(H, W, C)`, as float32.
+
+    Gray images `[N, H, W, 1]` for a model that takes RGB are repeated to three channels, as
+    `keras_vit.images` converts a gray file for an RGB model; so the files that take RGB for a
+    gray model (`export.tflite.convert(rgb_input=True)`) accept the gray images of its dataset.
+    Anything else that is not `image_shape` is a ValueError (`check_image_shape`).
+    """
+    images = np.asarray(images, dtype="float32")
+    shape = tuple(np.shape(images))
+    if len(shape) == 4 and shape[-1] == 1 and tuple(image_shape)[-1] == 3 and shape[1:3] == tuple(image_shape)[:2]:
+        images = np.repeat(images, 3, axis=-1)
+    check_image_shape(images, image_shape, name, model)
+    return images
+
+
+def softmax(values):
+    """Softmax over the last axis, in float64: `[N, K]` logits -> probabilities."""
+    values = np.asarray(values, dtype="float64")
+    exp = np.exp(values - values.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def class_probabilities(outputs, are_probabilities):
+    """`[N, K]` model outputs as class probabilities: as they are where the model outputs
+    probabilities (a quantized softmax's steps of 1/256 are kept, as MediaPipe reports them),
+    else their softmax."""
+    return np.asarray(outputs, dtype="float64") if are_probabilities else softmax(outputs)
+
+
 class TFLiteRunner:
     """LiteRT interpreter around one model, fed float32 raw-pixel images of any count.
 
@@ -35,6 +65,10 @@ class TFLiteRunner:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.num_threads = num_threads or 1
+        from keras_vit.export.analysis import outputs_probabilities
+
+        # Whether the output is class probabilities (the default export) or logits.
+        self.outputs_probabilities = outputs_probabilities(content)
 
     @property
     def input_shape(self):
@@ -59,13 +93,13 @@ class TFLiteRunner:
         return (values.astype("float32") - zero_point) * scale
 
     def check_images(self, images):
-        """Raises ValueError unless `images` are `[N, H, W, C]` of the model's image shape."""
-        check_image_shape(images, self.input_shape[1:])
+        """`images` as float32 of the model's image shape (gray repeated for an RGB input, `fit_channels`);
+        raises ValueError for any other shape."""
+        return fit_channels(images, self.input_shape[1:])
 
     def predict(self, images):
-        """float32 `[N, H, W, C]` raw pixels -> float32 `[N, num_outputs]`."""
-        images = np.asarray(images, dtype="float32")
-        self.check_images(images)
+        """float32 `[N, H, W, C]` raw pixels (or gray `[N, H, W, 1]` for an RGB input) -> float32 `[N, num_outputs]`."""
+        images = self.check_images(images)
         batch = self.batch_size
         outputs = []
         for start in range(0, len(images), batch):
@@ -78,6 +112,10 @@ class TFLiteRunner:
             result = self.interpreter.get_tensor(self.output["index"])
             outputs.append(self.dequantize_output(result)[:count])
         return np.concatenate(outputs).astype("float32")
+
+    def probabilities(self, images):
+        """float32 `[N, H, W, C]` raw pixels -> float64 class probabilities `[N, K]` (`class_probabilities`)."""
+        return class_probabilities(self.predict(images), self.outputs_probabilities)
 
     def latency(self, runs=50, warmup=5, images=None):
         """Median and 90th-percentile milliseconds of one `invoke` (one batch)."""

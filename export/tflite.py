@@ -4,6 +4,12 @@
 unfrozen resource variables (a tiny file that outputs NaN), so the graph is always
 saved as a SavedModel first and converted with `from_saved_model`; the result is then
 checked against the parameter count and run once under LiteRT.
+
+The files are ready for MediaPipe Tasks' `ImageClassifier` (and the other readers of TFLite
+metadata) as they come: they output class probabilities (a softmax inside; `outputs="logits"`
+keeps the logits), take RGB images `[1, H, W, 3]` also for a grayscale model (`rgb_input`, the
+conversion is inside the graph, see `export.graph`), and carry image-classifier metadata with
+the class names embedded (`export.metadata`).
 """
 
 import os
@@ -13,6 +19,7 @@ import tempfile
 import numpy as np
 
 from keras_vit.export.analysis import analyze_ops, check_tflite_bytes, parameter_bytes
+from keras_vit.export.metadata import OUTPUT_KINDS, attach_classifier_metadata, check_output_kind
 from keras_vit.files import write_bytes_atomic, write_text_atomic
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -61,13 +68,13 @@ def resolve_graph(model, mode, graph="auto", batch_size=1):
 
 
 def save_inference_savedmodel(model, path, graph="keras", batch_size=1, normalization="rsqrt",
-                              attention="fully_connected", tta="none"):
+                              attention="fully_connected", tta="none", outputs="probabilities", rgb_input=True):
     """Saves the `serve` function of `export.graph.InferenceModule` as a SavedModel."""
     import tensorflow as tf
 
     from keras_vit.export.graph import InferenceModule
 
-    module = InferenceModule(model, graph, batch_size, normalization, attention, tta)
+    module = InferenceModule(model, graph, batch_size, normalization, attention, tta, outputs, rgb_input)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
 
@@ -92,14 +99,18 @@ def convert(
     float_fallback=(),
     weight_granularity="channel",
     tta="none",
+    outputs="probabilities",
+    rgb_input=True,
+    class_names=None,
 ):
-    """Converts a Keras model to TFLite bytes.
+    """Converts a Keras model to TFLite bytes, with image-classifier metadata (`export.metadata`).
 
     Args:
         model: a Keras model taking `[B, H, W, C]` raw 0..255 pixels.
         mode: `float32`, `float16`, `dynamic`, `int8` or `int16x8`.
         representative_images: float32 `[N, H, W, C]` calibration images (int8,
-            int16x8), drawn from the training data.
+            int16x8), drawn from the training data: of the model's channels, or of the
+            file's (RGB for a gray model with `rgb_input`; gray images are repeated to RGB).
         batch_size: the static batch size of the exported graph.
         graph: `auto`, `keras` or `integer` (see `export.graph`).
         input_type, output_type: interface type of an `int8` model (`float32`,
@@ -115,10 +126,17 @@ def convert(
         tta: `none`, or `flip`: the file outputs the logits of `keras_vit.flip_averaged(model)`,
             the mean class probabilities of each image and its mirror image (one pass over
             both, so about twice the latency).
+        outputs: `probabilities` (a softmax ends the graph: what MediaPipe reports as scores) or
+            `logits` (the model's own output, e.g. for a loss or a calibration of your own).
+        rgb_input: for a gray (1-channel) model, take RGB `[B, H, W, 3]` and convert to gray inside
+            (the luminance `keras_vit.images` decodes color files with): MediaPipe and apps feed
+            RGB. False keeps the model's 1-channel input. No effect on RGB models.
+        class_names: K class names to embed (`labels.txt` in the metadata), or None.
 
     Returns:
-        The `.tflite` flatbuffer bytes. Raises ValueError for a model that would
-        need Flex (SELECT_TF_OPS) ops, naming them.
+        The `.tflite` bytes: the flatbuffer with its `TFLITE_METADATA`, then the labels file zipped
+        after it when `class_names` are given. Raises ValueError for a model that would need Flex
+        (SELECT_TF_OPS) ops, naming them.
     """
     import tensorflow as tf
 
@@ -126,6 +144,7 @@ def convert(
 
     check_mode(mode)
     check_tta(tta)
+    check_output_kind(outputs)
     float_fallback = tuple(float_fallback or ())
     unknown = sorted(set(float_fallback) - set(FLOAT_FALLBACKS))
     if unknown:
@@ -146,19 +165,19 @@ def convert(
                 f"mode {mode} needs calibration images from the training data (representative_images; "
                 "`keras-vit export --dataset SPEC` draws them from its training split)"
             )
-        representative_images = np.asarray(representative_images, dtype="float32")
-        expected = tuple(model.inputs[0].shape[1:])
-        if representative_images.shape[1:] != expected:
-            raise ValueError(
-                f"calibration images have shape {representative_images.shape[1:]}, the model takes {expected}"
-            )
+        from keras_vit.export.graph import rgb_input_shape
+        from keras_vit.export.runtime import fit_channels
+
+        representative_images = fit_channels(np.asarray(representative_images, dtype="float32"),
+                                             rgb_input_shape(model, rgb_input), "calibration images")
 
     with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as folder:
         # Per-head FC attention only pays in integer modes; float XNNPACK runs BATCH_MATMUL fast.
         integer_attention = mode in QUANTIZED_MODES and "attention" not in float_fallback
         attention = "fully_connected" if integer_attention else "batch_matmul"
         save_inference_savedmodel(
-            model, os.path.join(folder, "saved_model"), graph, batch_size, normalization, attention, tta
+            model, os.path.join(folder, "saved_model"), graph, batch_size, normalization, attention, tta, outputs,
+            rgb_input,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(
             os.path.join(folder, "saved_model"), signature_keys=["serving_default"]
@@ -200,7 +219,7 @@ def convert(
                 ) from None
             raise
     check_converted(content, model, mode)
-    return content
+    return attach_classifier_metadata(content, class_names, outputs)
 
 
 def _convert_with_fallback(converter, float_fallback, images, batch_size):
@@ -256,23 +275,62 @@ def check_converted(content, model, mode):
 
 
 def labels_path(tflite_path):
-    """Where the class names of a `.tflite` file live: `NAME.labels.txt` beside it."""
+    """Where a copy of the class names of a `.tflite` file lives: `NAME.labels.txt` beside it."""
     root, _ = os.path.splitext(tflite_path)
     return root + ".labels.txt"
 
 
-def write_tflite(content, path, class_names=None):
-    """Writes a `.tflite` file and its class names (one per line) beside it, atomically."""
+def write_tflite(content, path, class_names=None, outputs=None):
+    """Writes a `.tflite` file with image-classifier metadata, and its class names beside it.
+
+    The metadata (`export.metadata.attach_classifier_metadata`) replaces any the bytes had, with
+    `class_names` embedded; without them the embedded labels of `content` are kept. `outputs`
+    (`probabilities` or `logits`) says what the output holds; None reads it from the graph.
+    The class names are also written one per line to `labels_path(path)` for readers of the
+    plain file. Both files are written atomically; when anything fails, neither is left changed
+    (nor a labels file behind).
+    """
     if not str(path).endswith(".tflite"):
         raise ValueError(f"TFLite output must end in .tflite, got {path}")
-    if class_names:
-        write_text_atomic(labels_path(path), "\n".join(str(n) for n in class_names) + "\n")
-    write_bytes_atomic(path, content)
+    if outputs is not None and outputs not in OUTPUT_KINDS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUT_KINDS)} or None, got {outputs!r}")
+    content = attach_classifier_metadata(content, class_names, outputs)  # before anything is written
+    if not class_names:
+        write_bytes_atomic(path, content)
+        return path
+    labels = labels_path(path)
+    previous = None
+    if os.path.isfile(labels):
+        with open(labels, "rb") as file:
+            previous = file.read()
+    try:
+        write_text_atomic(labels, "".join(f"{n}\n" for n in class_names))
+        write_bytes_atomic(path, content)
+    except BaseException:
+        # The model was not replaced: put the labels file back as it was (or remove it).
+        if previous is None:
+            if os.path.exists(labels):
+                os.remove(labels)
+        else:
+            from keras_vit import files
+
+            files.write_bytes_atomic(labels, previous)
+        raise
     return path
 
 
-def read_labels(tflite_path):
-    """Class names written beside a `.tflite` file, or None."""
+def read_labels(tflite_path, content=None):
+    """Class names of a `.tflite` file: those embedded in its metadata, else those written beside it
+    (`labels_path`), else None. `content`: the file's bytes, when already read."""
+    from keras_vit.export.metadata import read_embedded_labels
+
+    if content is None and os.path.isfile(tflite_path):
+        with open(tflite_path, "rb") as file:
+            content = file.read()
+    if content is not None and content[4:8] == b"TFL3":
+        embedded = read_embedded_labels(content)
+        if embedded:
+            return embedded
     path = labels_path(tflite_path)
     if not os.path.exists(path):
         return None
