@@ -1,29 +1,63 @@
-"""keras-vit: the Vision Transformer for Keras 3 (TensorFlow backend)."""
+"""keras-vit: the Vision Transformer for Keras 3 (TensorFlow backend).
 
-from keras_vit import layers
-from keras_vit.checkpoint import load_checkpoint, save_checkpoint
-from keras_vit.attention import attention_maps, attention_model, attention_rollout
-from keras_vit.layers import PatchEncoder, Patches, TokenPooling, TransformerBlock, unpatchify
-from keras_vit.model import ViT
-from keras_vit.presets import PRESETS, get_preset
-from keras_vit.test_time_augmentation import flip_averaged
+    >>> import keras_vit
+    >>> model = keras_vit.ViT.from_preset("vit_ti16", image_size=32, patch_size=8, num_classes=10)
+    >>> model.output_shape
+    (None, 10)
+
+The names below load on first use (PEP 562): importing TensorFlow takes seconds, and the
+`keras-vit` command line (keras_vit.training.cli) answers `--help` and argument errors
+without it. Using any of them, `keras_vit.ViT` or `from keras_vit import ViT`, imports the
+whole model library, and with it registers every layer for `.keras` files; to load a `.keras`
+file with plain `keras.saving.load_model`, touch one first (or `keras_vit.load_model(path)`).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "PatchEncoder",
-    "Patches",
-    "TokenPooling",
-    "TransformerBlock",
-    "ViT",
-    "attention_maps",
-    "attention_model",
-    "attention_rollout",
-    "flip_averaged",
-    "get_preset",
-    "load_checkpoint",
-    "save_checkpoint",
-    "layers",
-    "unpatchify",
-]
+# Public name -> the module that defines it.
+_NAMES = {
+    "PRESETS": "keras_vit.presets",
+    "get_preset": "keras_vit.presets",
+    "ViT": "keras_vit.model",
+    "PatchEncoder": "keras_vit.layers",
+    "Patches": "keras_vit.layers",
+    "TokenPooling": "keras_vit.layers",
+    "TransformerBlock": "keras_vit.layers",
+    "unpatchify": "keras_vit.layers",
+    "attention_maps": "keras_vit.attention",
+    "attention_model": "keras_vit.attention",
+    "attention_rollout": "keras_vit.attention",
+    "flip_averaged": "keras_vit.test_time_augmentation",
+    "load_checkpoint": "keras_vit.checkpoint",
+    "save_checkpoint": "keras_vit.checkpoint",
+    "load_model": "keras_vit.files",
+}
+# Sub-packages reached as attributes (`keras_vit.layers.Patches`).
+_SUBMODULES = ("layers", "explain")
+
+__all__ = sorted([*_NAMES, "layers"])
+
+
+def _load_library():
+    # Every layer at once, so that any first use registers all of them for deserialization.
+    importlib.import_module("keras_vit.model")
+    importlib.import_module("keras_vit.test_time_augmentation")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        _load_library()
+        return importlib.import_module(f"keras_vit.{name}")
+    if name not in _NAMES:
+        raise AttributeError(f"module 'keras_vit' has no attribute {name!r}")
+    _load_library()
+    module = importlib.import_module(_NAMES[name])
+    value = getattr(module, "load_keras_file" if name == "load_model" else name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_NAMES, *_SUBMODULES])

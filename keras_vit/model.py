@@ -3,17 +3,11 @@
 import keras
 import numpy as np
 
+from keras_vit.choices import INPUT_SCALINGS
 from keras_vit.layers import ConvStem, PatchEncoder, Patches, TokenPooling, TransformerBlock
 from keras_vit.layers.transformer_block import check_rates
 from keras_vit.layers.patches import int_pair, normalize_patch_size, patch_grid
 from keras_vit.presets import get_preset
-
-# How raw 0..255 pixels are scaled inside the model: (scale, offset).
-INPUT_SCALINGS = {
-    "unit": (1.0 / 255.0, 0.0),  # [0, 1]
-    "symmetric": (1.0 / 127.5, -1.0),  # [-1, 1], as the official checkpoints were trained
-    "none": (1.0, 0.0),
-}
 
 
 def _normalize_image_size(image_size):

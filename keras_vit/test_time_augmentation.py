@@ -11,8 +11,7 @@ import math
 import keras
 from keras import ops
 
-# Test-time augmentations that `keras-vit evaluate --tta` and `keras-vit export --tta` take.
-TTA_MODES = ("none", "flip")
+from keras_vit.choices import TTA_MODES
 
 
 def check_tta(tta):

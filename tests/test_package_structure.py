@@ -85,3 +85,24 @@ def test_the_structure_check_sees_imports_inside_functions():
     """The checks above would pass on an empty scan: this one proves the scan reads function bodies."""
     modules = imported_modules("training")[os.path.join("training", "commands", "export.py")]
     assert "keras_vit.export.bundle" in modules and "keras_vit.training.evaluation" in modules
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """What `pip install` puts into site-packages: keras_vit (with keras_vit.training and
+    keras_vit.export inside it) and its metadata, nothing named `training` or `export`."""
+    import glob
+    import subprocess
+    import sys
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           REPO_ROOT, "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).namelist()
+    assert {name.split("/")[0] for name in names} == {"keras_vit", "keras_vit-0.1.0.dist-info"}
+    for module in ("training/cli.py", "training/commands/train.py", "export/tflite.py", "export/choices.py",
+                   "layers/patches.py", "explain/maps.py", "console.py"):
+        assert f"keras_vit/{module}" in names
+    entry_points = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).read(
+        "keras_vit-0.1.0.dist-info/entry_points.txt").decode()
+    assert "keras-vit = keras_vit.training.cli:main" in entry_points

@@ -1,14 +1,13 @@
 """The names a user chooses from, for training and the command line: argparse's `choices=`
 and the validators both read them from here, so each list is written once.
 
-The model's own choices (pooling, input scaling, test-time augmentation) are defined in
-`keras_vit` and gathered here; the exporter's (modes, graphs, I/O types) are in
-`export.tflite` and `export.graph`, beside the code that acts on them.
+Plain data, without TensorFlow, so that `keras-vit --help` and argument errors answer at
+once. The model's own choices (pooling, input scaling, test-time augmentation) are defined in
+`keras_vit.choices` and the exporter's (modes, graphs, I/O types) in `keras_vit.export.choices`,
+and gathered here.
 """
 
-from keras_vit.layers.pooling import POOLING_MODES
-from keras_vit.model import INPUT_SCALINGS
-from keras_vit.test_time_augmentation import TTA_MODES
+from keras_vit.choices import INPUT_SCALINGS, POOLING_MODES, TTA_MODES
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")

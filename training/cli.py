@@ -1,11 +1,14 @@
 """The `keras-vit` command line: one sub-command module per job.
 
-Each module in `training.commands` has `register(subparsers)`, which adds its parser and
-sets `func`; commands parse arguments and call library functions. The library raises
-ValueError (or FileNotFoundError, PermissionError, ...) with a message at every place that
-checks user input: those are printed as one line, without a traceback, with exit status 2.
-Anything else is a bug and shows its traceback. `KERAS_VIT_DEBUG=1` shows the traceback of
-the one-line errors too.
+Each module in `keras_vit.training.commands` has `register(subparsers)`, which adds its
+parser and sets `func`; commands parse arguments and call library functions. Parsing imports
+no TensorFlow (seconds to import): `--help`, `--version` and argument errors answer at once,
+and the console is quieted before TensorFlow starts (keras_vit.console).
+
+The library raises ValueError (or FileNotFoundError, PermissionError, ...) with a message at
+every place that checks user input: those are printed as one line, without a traceback, with
+exit status 2. Anything else is a bug and shows its traceback. `KERAS_VIT_DEBUG=1` shows the
+traceback of the one-line errors too.
 """
 
 import argparse
@@ -14,14 +17,23 @@ import importlib
 import os
 import sys
 
-from keras_vit.training.memory import OutOfMemoryError
+import keras_vit
+from keras_vit.training.command_line import EXAMPLES_HEADING, HelpFormatter
+from keras_vit.console import command_console
 
 COMMANDS = ("presets", "train", "predict", "evaluate", "export", "explain")
 
 # Exceptions that the library raises for bad input (a path, a spec, a shape, a value).
-USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, OutOfMemoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 # Errors of the machine rather than of keras-vit: a full disk, a read-only file system.
 MACHINE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+EXAMPLES = f"""{EXAMPLES_HEADING}
+  keras-vit train --export-tflite --output runs/digits     # the bundled digits, offline
+  keras-vit train --dataset folder:PHOTOS --output runs/photos
+  keras-vit predict runs/photos cat.jpg new_photos/
+  keras-vit export runs/photos --format tflite --mode float16 --output photos_float16.tflite
+  keras-vit COMMAND --help                                 # the options of one command"""
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -35,8 +47,11 @@ def build_parser():
     parser = _OneLineErrorParser(
         prog="keras-vit",
         description="Vision Transformers on Keras 3: train, evaluate, export and explain.",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"keras-vit {keras_vit.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"keras_vit.training.commands.{name}")
@@ -54,18 +69,23 @@ def _one_line(error):
 
 
 def _is_user_error(error):
-    return isinstance(error, USER_ERRORS) or (isinstance(error, OSError) and error.errno in MACHINE_ERRNOS)
+    # training.memory imports TensorFlow: an OutOfMemoryError can only come from a command
+    # that loaded it, and an error of one that did not should not wait seconds for it.
+    memory = sys.modules.get("keras_vit.training.memory")
+    out_of_memory = (memory.OutOfMemoryError,) if memory else ()
+    return (isinstance(error, (*USER_ERRORS, *out_of_memory))
+            or (isinstance(error, OSError) and error.errno in MACHINE_ERRNOS))
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
-        result = args.func(args)
+        with command_console(verbose=args.verbose, quiet=args.quiet):
+            result = args.func(args)
     except KeyboardInterrupt:
         print("keras-vit: interrupted", file=sys.stderr)
         return 130

@@ -5,10 +5,19 @@ dataset specs.
 """
 
 import dataclasses
+import math
+import os
 import sys
 
 from keras_vit.training.artifacts import read_training_config
 from keras_vit.training.data import EmptySplitError, load_splits_for_model, make_pipeline, split_arrays, take_sample
+
+# The folder of a run that `train --export-tflite` writes its files into (RUN/tflite/).
+TFLITE_FOLDER = "tflite"
+# An export report holds its test images in memory (uint8) while every file runs on them, and
+# the runners' float copies beside them: past this many bytes of images it takes a seeded
+# sample, so that memory does not grow with the test split (224-pixel RGB: 1,741 images).
+REPORT_IMAGE_BYTES = 256 * 2**20
 
 
 @dataclasses.dataclass
@@ -35,6 +44,12 @@ class ModelData:
         except EmptySplitError:
             raise EmptySplitError(f"dataset {self.spec!r} has no test images") from None
 
+    def report_arrays(self, limit=None, max_bytes=REPORT_IMAGE_BYTES):
+        """`test_arrays` for an export report: at most `max_bytes` of images (a seeded sample
+        past it), and at most `limit` images."""
+        bounded = max(1, int(max_bytes // math.prod(self.image_shape)))
+        return self.test_arrays(bounded if limit is None else min(int(limit), bounded))
+
 
 def model_data(source, image_shape, dataset=None, data_dir=None, resize=False, trained_with=None, needed_for="the test images"):
     """Loads the dataset for a model saved at `source` (a .keras file, training folder or .tflite).
@@ -45,14 +60,25 @@ def model_data(source, image_shape, dataset=None, data_dir=None, resize=False, t
     as training did. Raises ValueError, naming what it is `needed_for`, when no dataset is
     given or recorded.
     """
-    trained_on = read_training_config(source).get("dataset")
+    trained_on = training_config(source).get("dataset")
     if trained_with and not trained_on:
-        trained_on = read_training_config(trained_with).get("dataset")
+        trained_on = training_config(trained_with).get("dataset")
     spec = dataset or trained_on
     if not spec:
         raise ValueError(f"--dataset SPEC is needed for {needed_for}: no training config.json beside the model names one")
     resize = bool(resize or spec == trained_on)
     return ModelData(spec, tuple(image_shape), load_splits_for_model(spec, image_shape, data_dir, resize))
+
+
+def training_config(source):
+    """The training `config.json` of a model at `source` (a folder, `.keras` or `.tflite` file):
+    the one beside it or, for a file of a run's `tflite/` folder (`train --export-tflite`), the
+    run's, one folder up. `{}` if none."""
+    config = read_training_config(source)
+    folder = os.path.dirname(os.path.abspath(source))
+    if not config and not os.path.isdir(source) and os.path.basename(folder) == TFLITE_FOLDER:
+        config = read_training_config(os.path.dirname(folder))
+    return config
 
 
 def evaluate_keras(model, data, limit=None, batch_size=64):
@@ -76,7 +102,7 @@ def evaluate_keras(model, data, limit=None, batch_size=64):
 
 def note_if_trained_without_flip(source, tta, command):
     """Notes on stderr that flip averaging is asked of a model trained without `--flip`."""
-    if tta == "flip" and read_training_config(source).get("flip") is False:
+    if tta == "flip" and training_config(source).get("flip") is False:
         # Allowed (the data may be mirror-symmetric), but rarely what the user meant.
         print(f"keras-vit {command}: note: the model was trained without --flip; mirror images may score "
               "lower (digits do)", file=sys.stderr)

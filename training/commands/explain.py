@@ -2,31 +2,43 @@
 
 import os
 
+from keras_vit.training.command_line import add_command
+
 METHOD_HELP = "rollout|attention|saliency|smoothgrad|gradcam|gradcam++|scorecam|all, or several joined by commas"
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
-        "explain",
+    parser = add_command(
+        subparsers, "explain",
         help="draw explanation heat maps (attention rollout, saliency, Grad-CAM, ...) as a PNG",
         description="Explain a ViT's predictions on image files or dataset images: one row per image, "
         "one column per method, each heat map over the image with a colour bar, and the explained "
         "class with its probability.",
+        examples=[
+            "keras-vit explain runs/photos cat.jpg dog.jpg --resize --output cat_dog.png",
+            "keras-vit explain runs/digits --dataset digits --count 8 --method rollout,gradcam",
+        ],
     )
     parser.add_argument("model", metavar="MODEL", help=".keras model file or training output folder")
     parser.add_argument("images", metavar="IMAGE", nargs="*", help="PNG/JPEG files of the model's image size")
-    parser.add_argument("--method", default="all", help=f"{METHOD_HELP} (default all)")
-    parser.add_argument("--output", default="explanation.png", help="PNG file to write (default explanation.png)")
-    parser.add_argument("--dataset", help="explain test images of a dataset spec instead of files")
-    parser.add_argument("--count", type=int, default=4, help="how many --dataset test images (default 4)")
+    parser.add_argument("--method", default="all", help=METHOD_HELP)
+    parser.add_argument("--output", default="explanation.png", metavar="PNG", help="PNG file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output that explain did not write")
+    parser.add_argument("--dataset", metavar="SPEC", help="explain test images of a dataset spec instead of files")
+    parser.add_argument("--count", type=int, default=4, metavar="N", help="how many --dataset test images")
     parser.add_argument("--resize", action="store_true", help="resize images to the model's size instead of refusing")
-    parser.add_argument("--class-index", dest="class_index", type=int, help="class to explain (default: the predicted one)")
-    parser.add_argument("--head-fusion", dest="head_fusion", default="mean", help="mean|max|min over heads (rollout, attention)")
-    parser.add_argument("--layer", type=int, default=-1, help="block of the attention method (default -1, the last)")
+    parser.add_argument("--class-index", dest="class_index", type=int, metavar="INDEX",
+                        help="class to explain (default: the predicted one)")
+    parser.add_argument("--head-fusion", dest="head_fusion", default="mean", choices=("mean", "max", "min"),
+                        help="how the heads are fused (rollout, attention)")
+    parser.add_argument("--layer", type=int, default=-1, help="block of the attention method (-1: the last)")
     parser.add_argument("--head", type=int, help="head of the attention method (default: heads fused)")
-    parser.add_argument("--block", type=int, help="CAM methods use the tokens entering this block (default: the last block's input)")
-    parser.add_argument("--smooth-samples", dest="smooth_samples", type=int, default=20, help="SmoothGrad noisy copies (default 20)")
-    parser.add_argument("--scorecam-channels", dest="scorecam_channels", type=int, help="Faster Score-CAM: keep this many channels")
+    parser.add_argument("--block", type=int,
+                        help="CAM methods use the tokens entering this block (default: the last block's input)")
+    parser.add_argument("--smooth-samples", dest="smooth_samples", type=int, default=20, metavar="N",
+                        help="SmoothGrad noisy copies")
+    parser.add_argument("--scorecam-channels", dest="scorecam_channels", type=int, metavar="N",
+                        help="Faster Score-CAM: keep this many channels (default: all)")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +59,7 @@ def run(args):
     for path in args.images:  # before loading the model, which takes a while
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
+    check_explanation_output(args)
 
     model = load_keras_model(args.model)
     check_vit(model)
@@ -84,3 +97,23 @@ def run(args):
         probability = explanation.probabilities[index, class_id]
         print(f"image {index}: {class_names[class_id]} (p={probability:.3f})")
     print(f"wrote {args.output} ({width}x{height} px, {len(images)} images x {len(methods)} methods)")
+
+
+def check_explanation_output(args):
+    """Refuses an --output PNG that is an input (an image explained, the model) or that exists and
+    is not a figure of explain's (a PNG that Matplotlib wrote), unless --overwrite."""
+    from keras_vit.files import check_output
+
+    def is_figure(path):
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return image.format == "PNG" and str(image.info.get("Software", "")).startswith("Matplotlib")
+        except (OSError, SyntaxError, ValueError):
+            return False
+
+    inputs = [(args.model, "the model being explained")] + [(path, "an image being explained") for path in args.images]
+    if os.path.isdir(args.model):
+        inputs.append((os.path.join(args.model, "model.keras"), "the model being explained"))
+    check_output(args.output, inputs, is_figure, args.overwrite, "--output", "a new .png file", "--overwrite")
