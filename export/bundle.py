@@ -1,13 +1,14 @@
 """Exporting several TFLite modes of one model into a folder, with the report beside them."""
 
 import os
+import re
 
 import numpy as np
 
 from keras_vit.export.evaluate import check_image_array, keras_logits
 from keras_vit.export.report import build_report, write_report
 from keras_vit.export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
-from keras_vit.files import atomic_folder
+from keras_vit.files import atomic_folder, check_class_names, check_output, read_head
 
 QUANTIZERS = ("converter", "ai-edge")
 # The modes AI Edge Quantizer makes from the float32 file (`export.ai_edge_quantizer.RECIPES`).
@@ -40,6 +41,7 @@ def export_modes(
     gpu_check=True,
     gpu_limit=200,
     validate_limit=16,
+    overwrite=False,
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -50,7 +52,9 @@ def export_modes(
     int `test_labels` `[N]` for the report; `dataset_name` is what the report says they are.
 
     Everything is built in a temporary folder next to `folder` and moved into place
-    only when all of it succeeded, so a failure leaves no partial output.
+    only when all of it succeeded, so a failure (or SIGTERM, SIGINT) leaves no partial output.
+    An existing `folder` keeps its other files; one that holds anything but such an export
+    (`is_export_folder`) is refused unless `overwrite`.
 
     `quantizers`: who quantizes the dynamic, int8 and int16x8 modes: `converter` (TFLiteConverter,
     files `model_<mode>.tflite`) and/or `ai-edge` (AI Edge Quantizer on the float32 file,
@@ -71,6 +75,9 @@ def export_modes(
 
     Returns the report rows (empty without test images).
     """
+    check_output(folder, (), is_export_folder, overwrite, "folder", "a new folder or an export's", "overwrite=True")
+    if class_names is not None:
+        class_names = check_class_names(class_names)  # one per line in every .labels.txt
     modes = list(modes)
     unknown = set(quantizers) - set(QUANTIZERS)
     if unknown or not quantizers:
@@ -165,6 +172,20 @@ def export_modes(
     return rows
 
 
+# What `export_modes` writes into a folder (and the temporaries of its writes).
+EXPORT_ENTRY = re.compile(r"(model_\w+\.tflite|model_\w+\.labels\.txt|report\.md|report\.json|\..+\.(tmp|old)-.*)$")
+
+
+def is_tflite_file(path):
+    """Whether `path` is a TFLite flatbuffer (its file identifier `TFL3`)."""
+    return os.path.isfile(path) and read_head(path, 8)[4:8] == b"TFL3"
+
+
+def is_export_folder(path):
+    """Whether the folder `path` holds nothing but what `export_modes` writes."""
+    return os.path.isdir(path) and all(EXPORT_ENTRY.match(name) for name in os.listdir(path))
+
+
 def _gpu_runs(folder, files, images, log):
     """`({mode: AcceleratorRun}, context line)` of every file run on LiteRT's GPU accelerator."""
     from keras_vit.export.accelerator import AcceleratorRun, gpu_accelerator_available, run_on_gpu
@@ -185,4 +206,4 @@ def _gpu_runs(folder, files, images, log):
                   f"in a child process; latency: {note}")
 
 
-__all__ = ["export_modes", "labels_path"]
+__all__ = ["export_modes", "is_export_folder", "is_tflite_file", "labels_path"]

@@ -87,8 +87,23 @@ class ServingModule:
         return module
 
 
-def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float32", tta="none"):
+# What a SavedModel folder holds (tf.saved_model.save).
+SAVED_MODEL_ENTRIES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables", "assets"}
+
+
+def is_savedmodel_folder(path):
+    """Whether `path` is a SavedModel folder and nothing else: the folder `export_savedmodel` replaces."""
+    if not os.path.isdir(path):
+        return False
+    entries = set(os.listdir(path))
+    return "saved_model.pb" in entries and entries <= SAVED_MODEL_ENTRIES
+
+
+def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float32", tta="none", overwrite=False):
     """Writes a serving SavedModel to `path` (a folder), replacing it only when complete.
+
+    An existing `path` is replaced whole: it must be empty or a SavedModel (`is_savedmodel_folder`),
+    unless `overwrite`; anything else there is refused, never deleted.
 
     Args:
         model: Keras model taking `[B, H, W, C]` raw pixels, returning logits or
@@ -102,9 +117,10 @@ def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float
     """
     import tensorflow as tf
 
-    from keras_vit.files import atomic_folder
+    from keras_vit.files import atomic_folder, check_class_names, check_output, labels_text
     from keras_vit.test_time_augmentation import check_tta
 
+    check_output(path, (), is_savedmodel_folder, overwrite, "path", "a new folder or a SavedModel's", "overwrite=True")
     check_tta(tta)
     if tta == "flip":
         from keras_vit import flip_averaged
@@ -112,13 +128,11 @@ def export_savedmodel(model, path, class_names=None, top_k=5, input_dtype="float
         model = flip_averaged(model)
 
     num_classes = int(model.outputs[0].shape[-1])
-    class_names = [str(n) for n in (class_names or range(num_classes))]
-    if any("\n" in n for n in class_names):
-        raise ValueError("class names must not contain newlines")
+    class_names = check_class_names(class_names or range(num_classes))
     with atomic_folder(path) as tmp, tempfile.TemporaryDirectory() as scratch:
         labels_file = os.path.join(scratch, LABELS_ASSET)
         with open(labels_file, "w") as file:
-            file.write("\n".join(class_names) + "\n")
+            file.write(labels_text(class_names))
         module = ServingModule(model, class_names, labels_file, top_k=top_k, input_dtype=input_dtype)
         tf.saved_model.save(
             module, tmp, signatures={SERVING_DEFAULT: module.serve_images, SERVING_BYTES: module.serve_bytes}

@@ -140,16 +140,39 @@ class UnreadableImageError(ValueError):
         self.path, self.reason = path, reason
 
 
-def load_image_file(path, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True"):
+class ImageTooLargeError(UnreadableImageError):
+    """An image whose header declares more pixels than the limit (`keras_vit.files.max_image_pixels`):
+    refused before decoding, which would allocate them all."""
+
+    def __init__(self, path, reason):
+        ValueError.__init__(self, f"{path} is {reason}")
+        self.path, self.reason = path, reason
+
+
+def check_image_pixels(path, max_pixels=None):
+    """Raises ImageTooLargeError when the header of the image file `path` declares more pixels than
+    `max_pixels` (default: $KERAS_VIT_MAX_IMAGE_PIXELS, else PIL's limit of 89,478,485)."""
+    from keras_vit.files import image_header_pixels, too_many_pixels
+
+    header = image_header_pixels(path)
+    reason = too_many_pixels(*header, max_pixels=max_pixels) if header else None
+    if reason:
+        raise ImageTooLargeError(path, reason)
+
+
+def load_image_file(path, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True",
+                    max_pixels=None):
     """Reads one image file into uint8 `[H, W, channels]` at `image_size` `(height, width)`.
 
     An image of another size is a ValueError that names it and ends with `resize_hint`,
     unless `resize`: then it is resized as the input pipeline does. Raises
-    FileNotFoundError for a missing file and UnreadableImageError (a ValueError) for one
-    that cannot be decoded.
+    FileNotFoundError for a missing file, UnreadableImageError (a ValueError) for one
+    that cannot be decoded and ImageTooLargeError (one of those) for one whose header
+    declares more than `max_pixels` (see `check_image_pixels`), before decoding it.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
+    check_image_pixels(path, max_pixels)
     try:
         image = decode_image_file(path, channels)
     except tf.errors.OpError as error:
@@ -172,9 +195,10 @@ def _decode_error(error):
     return message or "cannot be decoded"
 
 
-def load_image_files(paths, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True"):
+def load_image_files(paths, image_size, channels, resize=False, resize_hint="resize it first, or ask for resize=True",
+                     max_pixels=None):
     """Reads image files into uint8 `[N, H, W, channels]` at `image_size` (see `load_image_file`)."""
-    images = [load_image_file(path, image_size, channels, resize, resize_hint) for path in paths]
+    images = [load_image_file(path, image_size, channels, resize, resize_hint, max_pixels) for path in paths]
     if not images:
         raise ValueError("no images given")
     return np.stack(images)

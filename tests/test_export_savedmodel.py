@@ -126,7 +126,12 @@ def test_export_replaces_whole_folder_and_leaves_nothing_on_error(exported, tmp_
     path = tmp_path / "out"
     path.mkdir()
     (path / "stale.txt").write_text("old")
-    export_savedmodel(model, str(path), CLASS_NAMES)
+    # A folder of other files is never replaced unasked: it is refused and left as it was.
+    with pytest.raises(ValueError, match=r"^path .*out exists and is a folder of 1 other entry \(stale.txt\): choose a "
+                       r"new folder or a SavedModel's, or overwrite=True to replace it$"):
+        export_savedmodel(model, str(path), CLASS_NAMES)
+    assert os.listdir(path) == ["stale.txt"] and (path / "stale.txt").read_text() == "old"
+    export_savedmodel(model, str(path), CLASS_NAMES, overwrite=True)
     assert not (path / "stale.txt").exists() and (path / "saved_model.pb").exists()
     with pytest.raises(ValueError, match="3 class names for a model with 4 outputs"):
         export_savedmodel(model, str(tmp_path / "bad"), CLASS_NAMES[:3])

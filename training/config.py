@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 from keras_vit.training.choices import CROP_FILLS, JIT_COMPILE, KEEP_MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES
@@ -90,11 +91,27 @@ class TrainConfig:
                 f"Unknown model option(s) {', '.join(sorted(unknown))}; known: {', '.join(MODEL_FIELDS)}"
             )
         self.model = {name: _typed_model_option(name, value) for name, value in self.model.items()}
-        for name in ("epochs", "batch_size", "steps_per_execution"):
+        for name in ("epochs", "batch_size", "steps_per_execution", "limit_train", "limit_test"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            # NaN passes every comparison below as False: `--learning-rate nan` trained to NaN weights.
+            if field.type is float and value is not None and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number, got {value}")
+        for name, value in self.model.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.clipnorm >= 0:
+            raise ValueError(f"clipnorm must be positive (0 turns clipping off), got {self.clipnorm}")
+        for name in ("weight_decay", "warmup_epochs", "mixup", "cutmix", "crop_padding", "early_stopping"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more (0 turns it off), got {getattr(self, name)}")
+        for name in RATE_MODEL_FIELDS:
+            if name in self.model and self.model[name] is not None and not 0.0 <= self.model[name] < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {self.model[name]}")
         if self.keep_model not in KEEP_MODELS:
             raise ValueError(f"keep_model must be {' or '.join(map(repr, KEEP_MODELS))}, got {self.keep_model!r}")
         if self.backup_every < 1 or self.backup_seconds < 0:

@@ -13,13 +13,15 @@ training.image_folder.
 """
 
 import dataclasses
+import math
 import os
 import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.training.image_folder import list_image_folder
+from keras_vit.files import env_limit
+from keras_vit.training.image_folder import MAX_CLASSES_VARIABLE, list_image_folder
 from keras_vit.training.pipeline import (
     ArraySource,
     FileSource,
@@ -32,7 +34,8 @@ from keras_vit.training.pipeline import (
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 __all__ = [
-    "DatasetInfo", "NPZ_KEYS", "Splits", "check_labels", "load_splits",
+    "DEFAULT_MAX_CLASSES", "DatasetInfo", "NPZ_KEYS", "Splits", "check_labels", "check_npz_sizes", "load_splits",
+    "npz_array_headers", "resolve_max_classes",
     "EmptySplitError", "load_splits_for_model", "make_pipeline", "read_npz", "split_arrays", "shard_options", "stratified_split",
     "take_sample", "worker_shard",
 ]
@@ -47,6 +50,8 @@ class DatasetInfo:
     class_names: list
     image_shape: tuple = None
     num_examples: dict = dataclasses.field(default_factory=dict)
+    # Distinct classes among the training images, where they are known without reading them.
+    train_classes: int = None
 
 
 @dataclasses.dataclass
@@ -60,7 +65,7 @@ class Splits:
 
 
 def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size=None, shard=None, manual_dir=None,
-                verify_images=False):
+                verify_images=False, max_classes=None, max_bytes=None):
     """Loads a dataset spec into train / validation / test splits.
 
     Args:
@@ -82,7 +87,15 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
             downloaded files (ImageNet's tars); default `DATA_DIR/downloads/manual`.
         verify_images: decode every image of a folder before training (slow) to find
             corrupt data that the quick header check cannot see.
+        max_classes: the most classes a dataset may have (`max_classes()`: 100,000 unless
+            $KERAS_VIT_MAX_CLASSES says otherwise); checked before anything per class is built.
+        max_bytes: the most bytes an npz's arrays may declare in their headers (default: the
+            memory available, `read_npz`); checked before they are read.
+
+    Images of folders over the pixel limit ($KERAS_VIT_MAX_IMAGE_PIXELS, see
+    `keras_vit.files.max_image_pixels`) are skipped with the warning line of broken files.
     """
+    max_classes = resolve_max_classes(max_classes)
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset spec must be a non-empty string, got {spec!r}")
     if not 0.0 <= validation_fraction < 1.0:
@@ -96,12 +109,15 @@ def load_splits(spec, data_dir=None, validation_fraction=0.1, seed=0, image_size
     if kind == "digits" and not rest:
         splits = _from_arrays(spec, *_digits_arrays(), validation_fraction, seed, shard)
     elif kind == "npz" and rest:
-        x_train, y_train, x_test, y_test = read_npz(rest)
-        splits = _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard)
+        x_train, y_train, x_test, y_test = read_npz(rest, max_bytes)
+        splits = _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard, max_classes)
     elif kind == "tfds" and rest:
         splits = _from_tfds(spec, rest, data_dir, validation_fraction, shard, manual_dir)
+        if splits.info.num_classes > max_classes:
+            raise ValueError(f"tfds dataset {rest.split(':')[0]!r} has {splits.info.num_classes:,} classes, more than "
+                             f"the limit of {max_classes:,} (${MAX_CLASSES_VARIABLE} raises it)")
     elif kind == "folder" and rest:
-        splits = _from_folder(spec, rest, validation_fraction, seed, image_size, shard, verify_images)
+        splits = _from_folder(spec, rest, validation_fraction, seed, image_size, shard, verify_images, max_classes)
     else:
         raise ValueError(
             f"Unknown dataset spec {spec!r}; expected 'digits', 'npz:PATH', "
@@ -173,20 +189,119 @@ def _digits_arrays():
     return x_train, y_train, x_test, y_test
 
 
-def read_npz(path):
-    """Reads and validates `x_train, y_train, x_test, y_test` from an `.npz` file."""
+# Classes a dataset may have. Labels are class ids and every class costs memory (a name, a column of
+# every one-hot batch, a row of the head): one stray label of 10^9 in a 20 kB npz once built a
+# billion class names, past 8 GB.
+DEFAULT_MAX_CLASSES = 100_000
+
+
+def resolve_max_classes(max_classes=None):
+    """The limit on classes: `max_classes`, else $KERAS_VIT_MAX_CLASSES, else 100,000."""
+    if max_classes is not None:
+        if int(max_classes) < 2:
+            raise ValueError(f"max_classes must be at least 2, got {max_classes}")
+        return int(max_classes)
+    return env_limit(MAX_CLASSES_VARIABLE, DEFAULT_MAX_CLASSES)
+
+
+def available_host_memory():
+    """Bytes of memory the host can still give this process (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(count):
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("kiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def npz_array_headers(path):
+    """`{name: (shape, dtype, stored bytes)}` of the arrays in an `.npz`, from their `.npy` headers
+    (numpy.lib.format) and the zip directory alone: nothing is decompressed but the headers."""
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as file:
+                version = np.lib.format.read_magic(file)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+                else:  # (3, 0), a UTF-8 header: numpy has no public reader of its own for it
+                    shape, _, dtype = np.lib.format._read_array_header(file, version)
+            headers[info.filename[: -len(".npy")]] = (tuple(shape), dtype, info.file_size)
+    return headers
+
+
+def check_npz_sizes(path, headers, keys=NPZ_KEYS, max_bytes=None):
+    """Refuses an npz whose headers declare arrays that could not be read: more bytes than their
+    members hold (a corrupt or forged header), Python objects, or more than `max_bytes` together
+    (default: the memory available, or $KERAS_VIT_MAX_NPZ_BYTES). Before any array is allocated."""
+    total = 0
+    for key in keys:
+        shape, dtype, stored = headers[key]
+        if dtype.hasobject:
+            raise ValueError(f"{key} in {path} holds Python objects (dtype {dtype}), which are never unpickled; "
+                             "an npz dataset needs numeric arrays")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > stored:
+            raise ValueError(
+                f"{key} in {path} declares shape {shape} of {dtype} ({_bytes(declared)}) but its member holds "
+                f"{_bytes(stored)}: the npz file is corrupt"
+            )
+        total += declared
+    limit, source = max_bytes, "max_bytes"
+    if limit is None:
+        limit, source = env_limit(MAX_NPZ_BYTES_VARIABLE, 0), f"${MAX_NPZ_BYTES_VARIABLE}"
+        if not limit:
+            limit, source = available_host_memory(), "the memory available"
+    if limit is not None and total > limit:
+        raise ValueError(
+            f"the arrays of {path} take {_bytes(total)} ({', '.join(keys)}), more than {source} "
+            f"({_bytes(limit)}); ${MAX_NPZ_BYTES_VARIABLE} sets the limit"
+        )
+    return total
+
+
+MAX_NPZ_BYTES_VARIABLE = "KERAS_VIT_MAX_NPZ_BYTES"
+
+
+def read_npz(path, max_bytes=None):
+    """Reads and validates `x_train, y_train, x_test, y_test` from an `.npz` file.
+
+    The arrays' headers are checked first (`check_npz_sizes`, against `max_bytes`, by default
+    the memory available), so a forged header costs no memory and no traceback.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"npz file not found: {path}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a readable .npz file (not a zip archive of arrays)")
     try:
+        headers = npz_array_headers(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:  # numpy: ValueError for a bad header
+        raise ValueError(f"{path} is not a readable .npz file ({str(error).splitlines()[0]})") from None
+    missing = [key for key in NPZ_KEYS if key not in headers]
+    if missing:
+        raise ValueError(
+            f"{path} is missing {', '.join(missing)}; an npz dataset needs "
+            f"{', '.join(NPZ_KEYS)} (has {', '.join(headers) or 'nothing'})"
+        )
+    check_npz_sizes(path, headers, max_bytes=max_bytes)
+    try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise ValueError(
-                    f"{path} is missing {', '.join(missing)}; an npz dataset needs "
-                    f"{', '.join(NPZ_KEYS)} (has {', '.join(archive.files) or 'nothing'})"
-                )
             arrays = [archive[key] for key in NPZ_KEYS]
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ValueError(f"{path} is not a readable .npz file ({error})") from None
@@ -235,8 +350,16 @@ def _to_uint8_images(images, name):
     return images.astype("uint8")
 
 
-def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard=None):
+def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, seed, shard=None, max_classes=None):
     where = f" in {spec.partition(':')[2]}" if spec.startswith("npz:") else ""
+    max_classes = resolve_max_classes(max_classes)
+    for name, labels in (("y_train", y_train), ("y_test", y_test)):
+        if len(labels) and int(labels.max()) >= max_classes:
+            # Before anything is built per class (names, one-hot batches, the head).
+            raise ValueError(
+                f"{name}{where} holds the label {int(labels.max()):,}: labels are class ids 0..{max_classes - 1:,}, "
+                f"at most {max_classes:,} classes (${MAX_CLASSES_VARIABLE} raises the limit)"
+            )
     x_train = _to_uint8_images(x_train, f"x_train{where}")
     x_test = _to_uint8_images(x_test, f"x_test{where}")
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -251,6 +374,7 @@ def _from_arrays(spec, x_train, y_train, x_test, y_test, validation_fraction, se
         class_names=[str(i) for i in range(num_classes)],
         image_shape=tuple(x_train.shape[1:]),
         num_examples={"train": len(train_index), "validation": len(val_index), "test": len(x_test)},
+        train_classes=len(np.unique(y_train)),
     )
 
     if shard:
@@ -290,6 +414,8 @@ def take_sample(dataset, count, seed=0):
     a sharded split gives each worker its share of `count`. Other datasets sample through a
     shuffle buffer of at most 10,000 elements and 256 MiB.
     """
+    if count is not None and int(count) < 0:
+        raise ValueError(f"a sample needs a count of at least 1, got {count}")
     if not count:
         return dataset
     source = source_of(dataset)
@@ -378,17 +504,17 @@ def _from_tfds(spec, rest, data_dir, validation_fraction, shard=None, manual_dir
 # --- image folders --------------------------------------------------------------------
 
 
-def _from_folder(spec, path, validation_fraction, seed, image_size, shard=None, verify_images=False):
+def _from_folder(spec, path, validation_fraction, seed, image_size, shard=None, verify_images=False, max_classes=None):
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
-        class_names, files, labels, channels, size = list_image_folder(train_dir, verify_images)
-        test_names, test_files, test_labels, test_channels, _ = list_image_folder(test_dir, verify_images)
+        class_names, files, labels, channels, size = list_image_folder(train_dir, verify_images, max_classes)
+        test_names, test_files, test_labels, test_channels, _ = list_image_folder(test_dir, verify_images, max_classes)
         if test_names != class_names:
             raise ValueError(f"{test_dir} has classes {test_names}, {train_dir} has {class_names}")
         channels = max(channels, test_channels)
     else:
         # No separate test folder: hold out a seeded 20% of each class as the test split.
-        class_names, all_files, all_labels, channels, size = list_image_folder(path, verify_images)
+        class_names, all_files, all_labels, channels, size = list_image_folder(path, verify_images, max_classes)
         keep, held = stratified_split(all_labels, 0.2, seed + 1)
         files, labels = all_files[keep], all_labels[keep]
         test_files, test_labels = all_files[held], all_labels[held]
@@ -411,5 +537,6 @@ def _from_folder(spec, path, validation_fraction, seed, image_size, shard=None, 
             class_names=class_names,
             image_shape=(*image_size, channels),
             num_examples={"train": len(train_index), "validation": len(val_index), "test": len(test_files)},
+            train_classes=len(np.unique(labels[train_index])),
         ),
     )

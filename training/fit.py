@@ -1,12 +1,17 @@
 """Training a ViT with `model.fit`: strategy, data, optimizer, callbacks, final evaluation."""
 
+import contextlib
 import json
 import math
 import os
+import re
+import shutil
+import sys
 
 import keras
 import tensorflow as tf
 
+from keras_vit.files import LOCK_FILE, FolderLock, OutputExistsError, is_inside, same_path
 from keras_vit.layers.patches import int_pair
 from keras_vit.training import artifacts
 from keras_vit.training.augment import make_augmenter
@@ -95,23 +100,44 @@ def build_model(config, model_args):
     return ViT(**model_args)
 
 
-def train(config, verbose=1):
+def train(config, verbose=1, overwrite=False):
     """Trains, writes the output folder and returns the metrics dict.
 
     The folder holds `config.json`, `model.keras` (best validation accuracy),
     `history.csv`, `curves.png`, `metrics.json` and TensorBoard `logs/`. A run
     killed at any point resumes when `train` is called again with the same output.
+
+    One process trains into a folder at a time (`keras_vit.files.FolderLock`). A folder that
+    holds a finished run, or files that are not a run's, is refused unless `overwrite`:
+    then the earlier run's files go (its `tflite/` and evaluations too) and other files stay.
+    The output is never the dataset, nor inside a dataset folder.
     """
+    with contextlib.ExitStack() as held:
+        return _train(config, verbose, overwrite, held)
+
+
+def _train(config, verbose, overwrite, held):
     tf_config = read_tf_config()
     chief = is_chief(tf_config)
     if config.time_budget_minutes and tf_config and len(tf_config.get("cluster", {}).get("worker", [])) > 1:
         # Each worker would read its own clock and anneal the learning rate differently.
         raise ValueError("--time-budget needs a single worker; with several, use --epochs")
+    output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
+    def lock():
+        run_lock = held.enter_context(FolderLock(output, "keras-vit train"))
+        if run_lock.stale_owner and verbose:
+            print(f"keras-vit train: note: {output} was locked by pid {run_lock.stale_owner.get('pid')}, which no "
+                  "longer runs: taking the run over", file=sys.stderr)
+        return run_lock
+
+    # The lock first: the folder of a run in progress is that run's, whatever it holds yet.
+    run_lock = lock() if os.path.isdir(output) else None
+    if chief:
+        check_run_output(config, overwrite)
+    if chief and not overwrite:  # with it, a backup there is discarded once the new run is sure to start
+        _check_resumable(output, config)
     strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
-    output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
-    if chief:
-        _check_resumable(output, config)
 
     splits = load_splits(
         config.dataset,
@@ -125,6 +151,12 @@ def train(config, verbose=1):
         verify_images=config.verify_images,
     )
     info = splits.info
+    classes = info.train_classes if info.train_classes is not None else info.num_classes
+    if classes < 2:
+        # One class trains to a meaningless 100%: every image is that class.
+        raise ValueError(f"dataset {info.spec} has training images of {classes} class{'es' * (classes != 1)} only; "
+                         "a classifier needs at least 2 classes"
+                         + (", one sub-folder of images each" if config.dataset.startswith("folder:") else ""))
     num_train = info.num_examples.get("train")
     if config.limit_train:
         num_train = min(num_train or config.limit_train, config.limit_train)
@@ -203,6 +235,12 @@ def train(config, verbose=1):
 
     # Only now, with the data read and the model built: a run refused for bad input leaves no folder.
     os.makedirs(output, exist_ok=True)
+    if run_lock is None:
+        lock()
+        if chief:
+            check_run_output(config, overwrite)  # another process may have used the new folder meanwhile
+    if chief:
+        remove_run_files(output, keep_backup=not overwrite)
     if chief:
         record = config.to_dict()
         # The keys of RUN_RECORD_KEYS, which `read_config_file` drops again.
@@ -216,12 +254,6 @@ def train(config, verbose=1):
     resumed_epoch = _backup_epoch(backup_dir)
     if resumed_epoch is not None and verbose:
         print(f"Resuming from the backup in {backup_dir}: epoch {resumed_epoch + 1} of {config.epochs}")
-    if resumed_epoch is None and chief:
-        # A fresh run must not append to an older run's history, nor keep its
-        # best score (which would stop the new run from saving its models).
-        for stale in ("history.csv", "metrics.json", artifacts.MODEL_FILE + ".best.json"):
-            if os.path.exists(os.path.join(output, stale)):
-                os.remove(os.path.join(output, stale))
 
     elapsed = ElapsedTime(os.path.join(backup_dir, "elapsed.json"))
     best_model = None
@@ -307,6 +339,74 @@ def train(config, verbose=1):
         export_tflite_after_training(output, splits, config.dataset, config.limit_test,
                                      log=print if verbose else lambda *_: None)
     return metrics
+
+
+# What a run writes into its folder (besides config.json), all of it from one model: a new run
+# replaces these. Evaluations (`keras-vit evaluate`) and `tflite/` describe that model too.
+RUN_FILES = (artifacts.MODEL_FILE, artifacts.MODEL_FILE + ".best.json", "history.csv", "metrics.json", "curves.png",
+             "logs", "tflite")
+RUN_FILE_PATTERNS = (re.compile(r"metrics_eval.*\.json$"), re.compile(r"\.worker-\d+$"),
+                     re.compile(r"\..+\.(tmp|old)-"), re.compile(re.escape(LOCK_FILE) + "$"))
+
+
+def is_run_entry(name):
+    """Whether an entry of a run folder is one that `keras-vit train` (or evaluate, export) wrote there."""
+    return name in RUN_FILES + (artifacts.CONFIG_FILE, BACKUP_DIR) or any(p.match(name) for p in RUN_FILE_PATTERNS)
+
+
+def check_run_output(config, overwrite=False):
+    """Refuses an output folder that training would damage, in one line: a file, the dataset itself
+    (or a folder inside a dataset folder, which would become a class), a finished run or a folder
+    of other files (both unless `overwrite`). A run to resume, or a new or empty folder, passes."""
+    output = config.output
+    if os.path.lexists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file; a run needs a folder (a new one, or a run's to resume)")
+    kind, _, rest = config.dataset.partition(":")
+    if kind == "folder" and rest and os.path.isdir(rest) and is_inside(output, rest):
+        where = "is the dataset folder" if same_path(output, rest) else "is inside the dataset folder"
+        raise ValueError(f"--output {output} {where} {rest}, whose sub-folders are the classes: "
+                         "choose a folder outside it")
+    for path, what in ((rest if kind == "npz" else None, "the dataset"), (config.init_from, "the checkpoint")):
+        if path and same_path(output, path):
+            raise ValueError(f"--output {output} is {what}, an input of this run: choose another folder")
+    if not os.path.isdir(output) or overwrite:
+        return
+    entries = os.listdir(output)
+    if _backup_epoch(os.path.join(output, BACKUP_DIR)) is not None:
+        return  # a killed run: resumed by the same command
+    finished = [name for name in (artifacts.MODEL_FILE, "metrics.json") if name in entries]
+    if finished:
+        accuracy = ""
+        try:
+            with open(os.path.join(output, "metrics.json")) as file:
+                accuracy = f", test accuracy {float(json.load(file)['test_accuracy']):.4f}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        raise OutputExistsError(
+            f"--output {output} holds a finished run ({', '.join(finished)}{accuracy}): choose another folder, "
+            "or --overwrite to replace it"
+        )
+    others = sorted(name for name in entries if not is_run_entry(name))
+    if others:
+        shown = ", ".join(name + ("/" if os.path.isdir(os.path.join(output, name)) else "") for name in others[:3])
+        raise OutputExistsError(
+            f"--output {output} is a folder of other files ({shown}{', ...' if len(others) > 3 else ''}), not a "
+            "keras-vit run: choose a new or empty folder, or --overwrite to write the run into it (other files are kept)"
+        )
+
+
+def remove_run_files(output, keep_backup=True):
+    """Removes an earlier run's files from `output` (`RUN_FILES`, evaluations), and its crash backup
+    unless `keep_backup`; other files stay. A resumed run keeps everything of its own."""
+    if keep_backup and _backup_epoch(os.path.join(output, BACKUP_DIR)) is not None:
+        return
+    for name in os.listdir(output):
+        if name in RUN_FILES or name == BACKUP_DIR or RUN_FILE_PATTERNS[0].match(name):
+            path = os.path.join(output, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
 
 # The options a crash backup depends on: its weights only fit the same data and architecture.

@@ -27,9 +27,12 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.files import fits_one_line
 from keras_vit.images import IMAGE_EXTENSIONS, decode_image_file
 from keras_vit.training.image_scan import scan_images
 
+# The environment variable of the limit on classes (training.data.max_classes).
+MAX_CLASSES_VARIABLE = "KERAS_VIT_MAX_CLASSES"
 # What tf.io.decode_image reads, by content (a PNG named .jpg decodes fine).
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP") + (("WEBP",) if hasattr(tf.io, "decode_webp") else ())
 # Files named in a warning line before "and N more".
@@ -64,21 +67,35 @@ def warn(message):
     print(f"keras-vit: warning: {message}", file=sys.stderr, flush=True)
 
 
-def list_image_folder(path, verify=False):
+def list_image_folder(path, verify=False, max_classes=None):
     """Lists and checks a folder of class sub-folders.
 
     Returns `(class_names, files, labels, channels, size)`: sorted class names, the image
     paths (object array) and int64 labels of the files that can be decoded, 3 channels if
     any image is in color (else 1), and the most common `(height, width)`. Files TensorFlow
-    cannot decode are left out with one warning line naming them, files without an image
-    extension with another; `verify` also decodes every image (slow) to find corrupt data
-    that headers do not show.
+    cannot decode, and images over the pixel limit (`keras_vit.files.max_image_pixels`), are
+    left out with one warning line naming them, files without an image extension with
+    another; `verify` also decodes every image (slow) to find corrupt data that headers do
+    not show. More than `max_classes` class folders, or a folder name that a labels file
+    cannot hold (a line break), is a ValueError.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"image folder not found: {path}")
     class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
     if not class_names:
         raise ValueError(f"{path} has no class sub-folders; expected one sub-folder of images per class")
+    if max_classes is not None and len(class_names) > max_classes:
+        raise ValueError(
+            f"{path} has {len(class_names):,} class sub-folders, more than the limit of {max_classes:,} classes "
+            f"(${MAX_CLASSES_VARIABLE} raises it); expected one sub-folder of images per class"
+        )
+    for name in class_names:
+        if not fits_one_line(name):
+            # Class names are written one per line beside every exported model.
+            raise ValueError(
+                f"class folder {os.path.join(path, name)!r} has a name with a line break (or of spaces only), which "
+                "a labels file (one class per line) cannot hold: rename the folder"
+            )
     files, labels, ignored = [], [], []
     for label, class_name in enumerate(class_names):
         for root, dirs, names in os.walk(os.path.join(path, class_name)):
@@ -109,8 +126,10 @@ def list_image_folder(path, verify=False):
             problems[decodable[i]] = "corrupt image data"
     if problems:
         bad = sorted(problems)
+        too_large = any("pixels per image" in problems[i] for i in bad)
         warn(
-            f"skipped {len(bad):,} of {len(files):,} image files in {path} that cannot be decoded: "
+            f"skipped {len(bad):,} of {len(files):,} image files in {path} that cannot be decoded"
+            f"{' or are too large' if too_large else ''}: "
             + _describe([files[i] for i in bad], path, [problems[i] for i in bad])
         )
     keep = np.array([i not in problems for i in range(len(files))], dtype=bool)

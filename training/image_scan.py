@@ -15,6 +15,8 @@ import warnings
 
 from PIL import Image
 
+from keras_vit.files import bomb_pixels, max_image_pixels, too_many_pixels
+
 # What tf.io.decode_image reads by content; training.image_folder adds WEBP where TensorFlow has it.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 # PIL modes without color; "P"/"PA" (palette) count as gray only when every palette entry is gray.
@@ -34,8 +36,10 @@ class ImageCheck:
         self.problem, self.color, self.size = problem, color, tuple(size) if size else None  # (height, width)
 
 
-def check_image_file(path, formats=DECODABLE_FORMATS):
-    """Checks that TensorFlow can decode `path`, from its header and last bytes only."""
+def check_image_file(path, formats=DECODABLE_FORMATS, max_pixels=None):
+    """Checks that TensorFlow can decode `path`, from its header and last bytes only, and that its
+    header declares no more than `max_pixels` (`keras_vit.files.max_image_pixels`)."""
+    max_pixels = max_image_pixels(max_pixels)
     try:
         file_size = os.path.getsize(path)
         if file_size == 0:
@@ -47,9 +51,13 @@ def check_image_file(path, formats=DECODABLE_FORMATS):
                 warnings.simplefilter("ignore")  # DecompressionBombWarning: large but decodable
                 try:
                     image = Image.open(file)
-                except Image.DecompressionBombError:
-                    return ImageCheck()  # too many pixels for PIL's guard, not for TensorFlow
+                except Image.DecompressionBombError as error:  # PIL's guard, at twice its own limit
+                    return ImageCheck(too_many_pixels(*bomb_pixels(error), max_pixels=max_pixels))
                 fmt, mode, (width, height) = image.format, image.mode, image.size
+                # Decoding it (mid-epoch, in tf.data) would allocate every pixel: refused here instead.
+                too_large = too_many_pixels(width * height, f"{width}x{height}", max_pixels)
+                if too_large:
+                    return ImageCheck(too_large)
                 color = _is_color(image)
             file.seek(max(file_size - _TAIL_BYTES, 0))
             tail = file.read()
@@ -126,8 +134,9 @@ def _bmp_problem(mode, head, file_size):
 
 
 def _check_chunk(paths, formats, threads):
+    max_pixels = max_image_pixels()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda path: check_image_file(path, formats), paths))
+        return list(pool.map(lambda path: check_image_file(path, formats, max_pixels), paths))
 
 
 def scan_images(paths, formats=DECODABLE_FORMATS, threads=8, processes=None):
