@@ -156,7 +156,10 @@ def all_or_nothing(paths):
         except BaseException:
             for path in paths:
                 if path in kept:
-                    os.replace(kept.pop(path), path)
+                    link = kept.pop(path)
+                    os.replace(link, path)
+                    if os.path.lexists(link):  # rename() between two links of one file does nothing
+                        os.remove(link)
                 elif os.path.lexists(path):
                     os.remove(path)
             remove_empty_folders(created)
