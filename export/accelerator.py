@@ -453,7 +453,7 @@ def evaluate_on_gpu(tflite_path, images, labels, *, keras_model=None, timeout=60
         "latency_note": result.latency_note,
         "device": result.device,
         "batch_size": runner.batch_size,
-        "outputs": "probabilities" if runner.outputs_probabilities else "logits",
+        "output_kind": "probabilities" if runner.outputs_probabilities else "logits",
         "agreement_with_keras": None,
         "max_probability_error": None,
         "mean_probability_error": None,

@@ -171,7 +171,9 @@ def gpu_compatibility(content):
 
 
 def parameter_bytes(content):
-    """Bytes of the constant buffers (the weights) in a TFLite model."""
+    """Bytes of the constant buffers (the weights) in a TFLite model, not counting the metadata
+    buffers (`export.metadata`'s, the converter's)."""
     model = load_model_object(content)
-    return int(sum(len(b.data) for b in model.buffers if b.data is not None))
+    metadata = {int(entry.buffer) for entry in model.metadata or []}
+    return int(sum(len(b.data) for i, b in enumerate(model.buffers) if b.data is not None and i not in metadata))
 

@@ -84,7 +84,7 @@ def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_thread
     with `labels` `[N]`.
 
     Returns a dict with `test_accuracy`, `num_images`, `size_bytes`, `median_latency_ms`
-    and `p90_latency_ms` (one batch, usually one image), `outputs` (what the file outputs:
+    and `p90_latency_ms` (one batch, usually one image), `output_kind` (what the file outputs:
     `probabilities` or `logits`), `agreement_with_keras` and the max/mean error of the class
     probabilities against `keras_model`'s (None without one). Raises ValueError for a missing
     or corrupt file and for images of the wrong size.
@@ -103,7 +103,7 @@ def evaluate_tflite(tflite_path, images, labels, *, keras_model=None, num_thread
         "p90_latency_ms": latency["p90_ms"],
         "batch_size": runner.batch_size,
         "num_threads": runner.num_threads,
-        "outputs": "probabilities" if runner.outputs_probabilities else "logits",
+        "output_kind": "probabilities" if runner.outputs_probabilities else "logits",
         "agreement_with_keras": None,
         "max_probability_error": None,
         "mean_probability_error": None,

@@ -29,8 +29,9 @@ Both graphs end, by default, in a softmax (class probabilities, what MediaPipe's
 classifier reports as scores; `outputs="logits"` leaves it out), and take RGB images
 `[B, H, W, 3]` for a grayscale model too: apps and MediaPipe feed RGB, and the model's
 gray input is the luminance of `tf.image.rgb_to_grayscale` (the weights `keras_vit.images`
-decodes color files to gray with), computed inside the graph; the folded graph folds those
-weights into its first kernel, so the conversion costs no op.
+decodes color files to gray with, scaled to sum to 1: `RGB_TO_GRAY`), computed inside the graph; the folded graph folds those
+weights into a hybrid ViT's first convolution, so the conversion costs no op there, and
+takes one 1x1 convolution before the patch projection otherwise.
 """
 
 import numpy as np
@@ -42,8 +43,12 @@ NORMALIZATIONS = ("l2", "rsqrt")
 # Keras layout, for an attention core kept in float (export.tflite float_fallback).
 ATTENTIONS = ("fully_connected", "batch_matmul")
 # The luminance weights of tf.image.rgb_to_grayscale (ITU-R BT.601), which keras_vit.images
-# applies when it decodes a color file for a gray model.
-RGB_TO_GRAY = np.array([0.2989, 0.5870, 0.1140])
+# applies when it decodes a color file for a gray model, scaled to sum to 1 (they sum to 0.9999):
+# a gray image fed as RGB (g, g, g), as a gray dataset is, then gives the model g itself, where
+# the unscaled weights would darken it by 0.01% (a probability error of ~2e-4 on a trained model).
+# For color images the two differ by at most 0.026 gray levels, far below the decoder's rounding
+# of its luminance to whole levels (up to 0.5), which the graph does not do.
+RGB_TO_GRAY = np.array([0.2989, 0.5870, 0.1140]) / 0.9999
 
 
 def rgb_input_shape(model, rgb_input=True):
@@ -148,18 +153,19 @@ class ViTWeights:
         element_offset = np.tile(channel_offset, patch_dim // self.patch_channels)
         self.patch_kernel = element_scale[:, None] * kernel
         self.patch_bias = bias + element_offset @ kernel
+        # RGB in, the gray model inside: gray = sum_c w_c x_c. A stem's first convolution takes it
+        # (kernel_c = w_c * kernel: 3x a small kernel); its input shift s (in gray units) becomes
+        # s / sum(w) on every channel, so that sum_c w_c (x_c + s_c) = gray + s and the zero
+        # padding stays where it was. Without a stem, folding would triple the patch projection,
+        # so the luminance is one 1x1 convolution before it (`gray_kernel`).
+        self.gray_kernel = None
         if rgb_input and self.channels == 1:
-            # RGB in, the gray model inside: gray = sum_c w_c x_c is linear, so the first kernel
-            # takes it (kernel_c = w_c * kernel). A stem's input shift s (in gray units) becomes
-            # s / sum(w) on every channel, so that sum_c w_c (x_c + s_c) = gray + s and the
-            # zero padding stays where it was.
             if self.stem:
                 self.stem[0][0] = self.stem[0][0] * RGB_TO_GRAY[None, None, :, None]
                 if self.stem_input_shift is not None:
                     self.stem_input_shift = np.repeat(self.stem_input_shift / RGB_TO_GRAY.sum(), 3)
             else:
-                self.patch_kernel = np.repeat(self.patch_kernel, 3, axis=0) * np.tile(RGB_TO_GRAY, patch_dim)[:, None]
-                self.patch_channels = 3
+                self.gray_kernel = RGB_TO_GRAY[None, None, :, None]
             self.channels = 3
         self.position = np.asarray(encoder.position_embedding, "float64")[0]
         self.class_token = (
@@ -243,6 +249,8 @@ def folded_forward(weights, images, batch_size):
     (patch_height, patch_width), (rows, cols) = w.patch_size, w.grid
     num_patches, dim, heads, head_dim = rows * cols, w.hidden_dim, w.num_heads, w.head_dim
     x = images
+    if w.gray_kernel is not None:
+        x = tf.nn.conv2d(x, _const(w.gray_kernel), strides=1, padding="VALID")
     if w.stem_input_shift is not None:
         x = x + _const(w.stem_input_shift)
     for kernel, bias in w.stem:
@@ -367,7 +375,9 @@ class InferenceModule(tf.Module):
             self.keras_variables = [variable.value for variable in model.variables]
 
             def forward(images):
-                return model(tf.image.rgb_to_grayscale(images) if to_gray else images, training=False)
+                if to_gray:
+                    images = tf.nn.conv2d(images, _const(RGB_TO_GRAY[None, None, :, None]), strides=1, padding="VALID")
+                return model(images, training=False)
 
         if tta == "flip":
             forward = _flip_averaged(forward)

@@ -91,7 +91,7 @@ def build_report(contents, images, labels, keras_logits, thread_counts=(1, 2), r
             "file": (files or {}).get(mode),
             "size_bytes": len(content),
             "size_vs_float32": len(content) / float_size if float_size else None,
-            "outputs": "probabilities" if runner.outputs_probabilities else "logits",
+            "output_kind": "probabilities" if runner.outputs_probabilities else "logits",
             "accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
             **compare_outputs(probabilities, reference, labels),
             "latency": {str(t): latencies[mode][t] for t in thread_counts},

@@ -294,7 +294,7 @@ def test_metadata_of_a_gray_model_file_without_mediapipe():
     assert runner.input_shape == (1, 8, 8, 3) and runner.outputs_probabilities
     # RGB in, the luminance of tf.image.rgb_to_grayscale inside: the model's probabilities of that gray image.
     rgb = _images(3, 2, seed=5).astype("float32")
-    gray = rgb @ np.array([0.2989, 0.5870, 0.1140], "float32")[:, None]
+    gray = rgb @ (np.array([0.2989, 0.5870, 0.1140]) / 0.9999).astype("float32")[:, None]
     np.testing.assert_allclose(runner.predict(rgb), softmax(model.predict(gray, verbose=0)), atol=1e-5)
     # The 1-channel file, by option, takes the gray image itself.
     gray_file = TFLiteRunner(convert(model, "float32", rgb_input=False))
