@@ -343,7 +343,7 @@ def too_many_pixels(pixels, shape=None, max_pixels=None):
 
 def image_header_pixels(path):
     """`(pixels, "WxH")` of an image file from its header (PIL, nothing decoded), or None where PIL
-    cannot read it. PIL's own decompression-bomb guard does not hide the count."""
+    cannot read it. PIL's own decompression-bomb guard does not hide the size."""
     import warnings
 
     from PIL import Image
@@ -354,15 +354,33 @@ def image_header_pixels(path):
             with Image.open(path) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
-        return bomb_pixels(error)
+        return bomb_pixels(error, path)
     except (OSError, SyntaxError, ValueError):
         return None
     return width * height, f"{width}x{height}"
 
 
-def bomb_pixels(error):
-    """`(pixels, None)` from PIL's DecompressionBombError, which names the count but not the shape."""
-    found = re.search(r"\((\d+) pixels\)", str(error))
+def bomb_pixels(error, file):
+    """`(pixels, "WxH")` of an image that PIL's DecompressionBombError refused to open.
+
+    `Image.open` raises it before handing out the image; the format plugins themselves read the
+    header without that guard. `file` is a path or a file object (rewound here).
+    """
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin
+
+    for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, GifImagePlugin.GifImageFile,
+                   BmpImagePlugin.BmpImageFile):
+        if hasattr(file, "seek"):
+            file.seek(0)
+        try:
+            image = plugin(file)
+        except (OSError, SyntaxError, ValueError, TypeError):
+            continue
+        width, height = image.size
+        if not hasattr(file, "seek"):
+            image.close()
+        return width * height, f"{width}x{height}"
+    found = re.search(r"\((\d+) pixels\)", str(error))  # PIL's message names the count
     return (int(found.group(1)) if found else 2**63), None
 
 

@@ -52,7 +52,7 @@ def check_image_file(path, formats=DECODABLE_FORMATS, max_pixels=None):
                 try:
                     image = Image.open(file)
                 except Image.DecompressionBombError as error:  # PIL's guard, at twice its own limit
-                    return ImageCheck(too_many_pixels(*bomb_pixels(error), max_pixels=max_pixels))
+                    return ImageCheck(too_many_pixels(*bomb_pixels(error, file), max_pixels=max_pixels))
                 fmt, mode, (width, height) = image.format, image.mode, image.size
                 # Decoding it (mid-epoch, in tf.data) would allocate every pixel: refused here instead.
                 too_large = too_many_pixels(width * height, f"{width}x{height}", max_pixels)
