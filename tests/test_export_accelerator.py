@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from test_export_tflite import CLASS_NAMES, _generated_digits
+from numpy_reference import softmax
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -133,8 +134,9 @@ def test_float32_file_on_the_gpu_in_float32_equals_the_cpu_interpreter(work):
     assert result.runs and result.fully_accelerated
     cpu = TFLiteRunner(path.read_bytes()).predict(images)
     assert np.abs(result.outputs - cpu).max() < 1e-4
-    keras_logits = np.asarray(work.model.predict(images, verbose=0))
-    assert np.abs(result.outputs - keras_logits).max() < 1e-4
+    # The file outputs probabilities: the softmax of Keras's logits.
+    keras_probabilities = softmax(np.asarray(work.model.predict(images, verbose=0), "float64"))
+    assert result.outputs_probabilities and np.abs(result.probabilities() - keras_probabilities).max() < 1e-5
 
 
 def test_report_shows_the_run_and_the_static_analyzer(work):
