@@ -181,6 +181,7 @@ def attach_classifier_metadata(content, class_names=None, outputs=None, name="Vi
     from ai_edge_litert.tools.flatbuffer_utils import convert_object_to_bytearray
 
     from keras_vit.export.analysis import check_tflite_bytes, load_model_object, outputs_probabilities
+    from keras_vit.files import labels_text
 
     check_tflite_bytes(content)
     if class_names is None:
@@ -198,10 +199,9 @@ def attach_classifier_metadata(content, class_names=None, outputs=None, name="Vi
     if outputs is None:
         outputs = "probabilities" if outputs_probabilities(model) else "logits"
     if class_names is not None:
-        class_names = [str(n) for n in class_names]
-        bad = [n for n in class_names if "\n" in n or "\r" in n]
-        if bad:
-            raise ValueError(f"class names must be one line each (labels.txt holds one per line), got {bad[0]!r}")
+        from keras_vit.files import check_class_names
+
+        class_names = check_class_names(class_names)  # labels.txt holds one per line
     meta = classifier_metadata_bytes(input_shape[1:3], input_shape[3], output_shape[1], class_names, outputs, name)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(meta, dtype=np.uint8)
@@ -222,7 +222,7 @@ def attach_classifier_metadata(content, class_names=None, outputs=None, name="Vi
     # Append mode on bytes that are not a zip archive starts one after them, with offsets from
     # the start of the file: the layout TFLite's metadata populator writes and MediaPipe reads.
     with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_FILE, "".join(f"{n}\n" for n in class_names))
+        archive.writestr(LABELS_FILE, labels_text(class_names))
     return stream.getvalue()
 
 

@@ -298,24 +298,12 @@ def write_tflite(content, path, class_names=None, outputs=None):
     if not class_names:
         write_bytes_atomic(path, content)
         return path
-    labels = labels_path(path)
-    previous = None
-    if os.path.isfile(labels):
-        with open(labels, "rb") as file:
-            previous = file.read()
-    try:
-        write_text_atomic(labels, "".join(f"{n}\n" for n in class_names))
-        write_bytes_atomic(path, content)
-    except BaseException:
-        # The model was not replaced: put the labels file back as it was (or remove it).
-        if previous is None:
-            if os.path.exists(labels):
-                os.remove(labels)
-        else:
-            from keras_vit import files
+    from keras_vit.files import all_or_nothing, labels_text
 
-            files.write_bytes_atomic(labels, previous)
-        raise
+    labels = labels_path(path)
+    with all_or_nothing([labels, path]):  # a failure puts both back as they were
+        write_text_atomic(labels, labels_text(class_names))
+        write_bytes_atomic(path, content)
     return path
 
 
