@@ -87,7 +87,9 @@ def main():
         print(f"converting {key} ...", flush=True)
         model = models[name]
         fallback = tuple(mode.split(":")[1].split(",")) if ":" in mode else ()
-        contents[key] = convert(model, mode.split("+")[0], calibration, graph=graph, float_fallback=fallback)
+        # Logits out, as the Keras models': the table compares them (files default to probabilities).
+        contents[key] = convert(model, mode.split("+")[0], calibration, graph=graph, float_fallback=fallback,
+                                outputs="logits")
         outputs = TFLiteRunner(contents[key]).predict(probe)
         reference = np.asarray(model.predict(probe, verbose=0))
         ops = analyze_ops(contents[key])

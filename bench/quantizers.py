@@ -133,7 +133,8 @@ def build_files(model, calibration):
         name = variant_name(quantizer, mode, option)
         print(f"  {name} ...", flush=True)
         if quantizer == "converter":
-            contents[name] = convert(model, mode, calibration, float_fallback=option or ())
+            # Logits out, as the Keras model's: the table compares them (files default to probabilities).
+            contents[name] = convert(model, mode, calibration, float_fallback=option or (), outputs="logits")
         else:
             contents[name] = ai_edge_quantizer.quantize(contents["converter float32"], mode, calibration,
                                                         float_ops=list(option) if option else None)

@@ -59,7 +59,7 @@ def main():
 
     rows = []
     print(f"{len(labels)} test images of {data.spec}\n")
-    print("| mode | tta | size MB | accuracy | Keras accuracy (same tta) | agreement | max logit error | "
+    print("| mode | tta | size MB | accuracy | Keras accuracy (same tta) | agreement | max probability error | "
           + " | ".join(f"ms, {t} thread{'s' if t > 1 else ''} (x plain)" for t in threads) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(threads))
     for (mode, tta), content in contents.items():
@@ -74,7 +74,7 @@ def main():
             median = latencies[f"{mode}/{tta}"][t]["median_ms"]
             cells.append(f"{median:.2f} ({median / latencies[f'{mode}/none'][t]['median_ms']:.2f}x)")
         print(f"| {mode} | {tta} | {len(content) / 1e6:.3f} | {row['accuracy']:.2%} | {row['keras_accuracy']:.2%} | "
-              f"{row['agreement_with_keras']:.2%} | {row['max_logit_error']:.1e} | " + " | ".join(cells) + " |")
+              f"{row['agreement_with_keras']:.2%} | {row['max_probability_error']:.1e} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"dataset": data.spec, "images": int(len(labels)), "rows": rows}, file, indent=2)
