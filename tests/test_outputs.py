@@ -105,6 +105,44 @@ def test_an_export_is_never_written_over_its_source(run_folder, capsys, output, 
     assert tree(run_folder) == before
 
 
+def test_tflite_exports_refuse_what_is_not_an_export(run_folder, photos, capsys):
+    before = tree(photos)
+    assert main(["export", str(run_folder), "--mode", "all", "--dataset", "digits", "--output", str(photos)]) == 2
+    assert one_error_line(capsys) == (
+        f"keras-vit export: error: --output {photos} exists and is a folder of 2 other entries (notes.txt, photos/): "
+        "choose a new folder (or one of --mode all's, whose files are replaced), or --overwrite to replace it"
+    )
+    notes = photos / "notes.txt"
+    assert main(["export", str(run_folder), "--output", str(notes.with_suffix(".tflite"))]) == 0  # a new file
+    notes.with_suffix(".tflite").write_text("not a model")
+    assert main(["export", str(run_folder), "--output", str(notes.with_suffix(".tflite"))]) == 2
+    assert one_error_line(capsys) == (
+        f"keras-vit export: error: --output {notes.with_suffix('.tflite')} exists and is a file of 11 bytes that this "
+        "command did not write: choose a new .tflite file (or a .tflite file to replace), or --overwrite to replace it"
+    )
+    assert tree(photos) == dict(before, **{"notes.tflite": b"not a model", "notes.labels.txt": "".join(
+        f"{i}\n" for i in range(10)).encode()})
+
+
+def test_explain_never_draws_over_an_image(run_folder, photos, capsys):
+    cat = photos / "photos" / "cat.png"
+    before = tree(photos)
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["explain", str(run_folder), str(cat), "--output", str(cat), *overwrite]) == 2
+        assert one_error_line(capsys) == (
+            f"keras-vit explain: error: --output {cat} is an image being explained, an input of this command: "
+            "choose a new .png file"
+        )
+    other = photos / "holiday.png"
+    Image.fromarray(np.zeros((4, 4, 3), "uint8")).save(other)  # a photo, not a figure of explain's
+    assert main(["explain", str(run_folder), str(cat), "--output", str(other)]) == 2
+    assert one_error_line(capsys) == (
+        f"keras-vit explain: error: --output {other} exists and is a file of {other.stat().st_size:,} bytes that this "
+        "command did not write: choose a new .png file, or --overwrite to replace it"
+    )
+    assert tree(photos) == dict(before, **{"holiday.png": other.read_bytes()})
+
+
 def test_predict_and_evaluate_never_write_over_the_model(run_folder, tmp_path, capsys):
     model = run_folder / "model.keras"
     image = tmp_path / "seven.png"
