@@ -295,9 +295,36 @@ def terminate_as_exit():
 
 
 def _raise_exit(signum, frame):
+    global _terminate_pending
     # Once: a second SIGTERM during the cleanup must not interrupt it.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _defer_depth:
+        _terminate_pending = True
+        return
     raise SystemExit(TERMINATED_EXIT_STATUS)
+
+
+_defer_depth = 0
+_terminate_pending = False
+
+
+@contextlib.contextmanager
+def deferred_termination():
+    """Holds back the SystemExit of `terminate_as_exit` until the block is done.
+
+    For writes that an exception would cut short into a file that is whole but incomplete (an
+    HDF5 backup closed cleanly with half its weights, which Keras loads without falling back to
+    the previous one); the process still ends right after them.
+    """
+    global _defer_depth, _terminate_pending
+    _defer_depth += 1
+    try:
+        yield
+    finally:
+        _defer_depth -= 1
+    if not _defer_depth and _terminate_pending:
+        _terminate_pending = False
+        raise SystemExit(TERMINATED_EXIT_STATUS)
 
 
 # --- limits on what a file may make the process allocate ---------------------------------------

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -313,6 +314,31 @@ def test_without_flock_the_pid_decides(tmp_path, monkeypatch):
         sleeper.wait()
     with FolderLock(tmp_path) as lock:  # that pid no longer runs: stale
         assert lock.stale_owner["pid"] == sleeper.pid
+
+
+def test_sigterm_during_training_releases_the_lock_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "keras_vit.training", "train", "--output", str(run), *TINY_TRAIN[2:],
+               "--epochs", "30", "--backup-seconds", "0"]
+    first = subprocess.Popen(command, env=ENV, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = run / "backup" / "training_metadata.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None:
+        try:
+            if json.loads(metadata.read_text())["epoch"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    # The backup being written when the signal came is finished first: a half-written one would not load.
+    assert first.wait(60) == 143
+    assert ".keras-vit.lock" not in os.listdir(run) and metadata.exists()
+    second = subprocess.run(command, env=ENV, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "Resuming from the backup" in second.stdout
+    with open(run / "history.csv") as file:
+        assert [int(line.split(",")[0]) for line in file.read().splitlines()[1:]] == list(range(30))
 
 
 # --- 5. no leftovers ------------------------------------------------------------------------------

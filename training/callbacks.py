@@ -6,7 +6,7 @@ import time
 
 import keras
 
-from keras_vit.files import atomic_path, write_json_atomic
+from keras_vit.files import atomic_path, deferred_termination, write_json_atomic
 
 
 class AtomicBestModel(keras.callbacks.Callback):
@@ -101,9 +101,10 @@ class AtomicBestModel(keras.callbacks.Callback):
             variable.assign(value)
 
     def _write(self, scores):
-        with atomic_path(self.path, ".keras") as tmp:
-            self.model.save(tmp)
-        write_json_atomic(self.state_path, scores)
+        with deferred_termination():  # the model and its scores together, also on SIGTERM
+            with atomic_path(self.path, ".keras") as tmp:
+                self.model.save(tmp)
+            write_json_atomic(self.state_path, scores)
         self.files_written += 1
         self._last_write = time.monotonic()
 
@@ -194,6 +195,13 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         self._steps_since_backup = 0
         self._last_step = -1
         self._last_backup = time.monotonic()
+
+    def _save_model(self):
+        # SIGTERM (`keras_vit.files.terminate_as_exit`) waits for the backup: cut short, its HDF5 file
+        # would be closed cleanly with weights missing, and Keras only falls back to the previous
+        # backup from a file it cannot open.
+        with deferred_termination():
+            super()._save_model()
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
