@@ -42,6 +42,7 @@ def export_modes(
     gpu_limit=200,
     validate_limit=16,
     overwrite=False,
+    outputs="probabilities",
     log=print,
 ):
     """Converts `model` to every mode in `modes`, writes `model_<mode>.tflite` files and
@@ -72,6 +73,10 @@ def export_modes(
     `gpu_check`: run every file on LiteRT's GPU accelerator (`export.accelerator.run_on_gpu`,
     in a child process, on the first `gpu_limit` test images) and report what happened; where
     the accelerator is not available, the report says so and why.
+
+    `outputs`: what every file outputs, class probabilities (MediaPipe-ready, the default) or
+    `logits` (`export.tflite.convert`). `log` gets one line per step, counted (`[2/5] converting
+    float16 ...`), and per GPU run.
 
     Returns the report rows (empty without test images).
     """
@@ -107,8 +112,10 @@ def export_modes(
     # Other files of an existing folder are kept; ours are replaced one by one (each atomic).
     with atomic_folder(folder, merge=True) as tmp:
         contents, files = {}, {}
+        steps = len(jobs) + len(ai_edge_modes) + (test_images is not None)
+        step = iter(range(1, steps + 1))
         for name, mode, fallback in jobs:
-            log(f"converting {name} ...")
+            log(f"[{next(step)}/{steps}] converting {name} ...")
             contents[name] = convert(
                 model,
                 mode,
@@ -120,23 +127,25 @@ def export_modes(
                 float_fallback=fallback,
                 weight_granularity=weight_granularity,
                 tta=tta,
+                outputs=outputs,
             )
             files[name] = f"model_{mode}{'_fallback' if fallback else ''}.tflite"
-            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
+            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names, outputs=outputs)
         for mode in ai_edge_modes:
             from keras_vit.export.ai_edge_quantizer import quantize
 
             name = f"{mode}:ai-edge"
-            log(f"quantizing {name} ...")
+            log(f"[{next(step)}/{steps}] quantizing {name} ...")
             if float32_content is None:
                 float32_content = contents.get("float32") or convert(model, "float32", batch_size=batch_size,
-                                                                     graph=graph, tta=tta)
+                                                                     graph=graph, tta=tta, outputs=outputs)
             contents[name] = quantize(float32_content, mode, calibration, float_ops=float_ops)
             files[name] = f"model_{mode}_aiedge.tflite"
-            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names)
+            write_tflite(contents[name], os.path.join(tmp, files[name]), class_names, outputs=outputs)
         rows = []
         if test_images is not None:
-            log("evaluating and timing ...")
+            log(f"[{next(step)}/{steps}] evaluating and timing {len(contents)} files on {len(test_images)} test "
+                f"images ...")
             images, labels = test_images, np.asarray(test_labels)
             reference = model
             if tta == "flip":
@@ -196,8 +205,8 @@ def _gpu_runs(folder, files, images, log):
         runs = {name: AcceleratorRun(status="unavailable", message=reason) for name in files}
         return runs, f"not available: {reason}"
     runs = {}
-    for name, file in files.items():
-        log(f"running {name} on the GPU accelerator ...")
+    for number, (name, file) in enumerate(files.items(), 1):
+        log(f"  GPU accelerator {number}/{len(files)}: running {name} ...")
         runs[name] = run_on_gpu(os.path.join(folder, file), images, check_available=False)
         if runs[name].status != "runs":
             log(f"{name}: {runs[name].summary()}")

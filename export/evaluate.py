@@ -20,9 +20,10 @@ from keras_vit.export.runtime import TFLiteRunner
 
 
 def check_image_array(images, image_shape, name="images", labels=None):
-    """`images` as float32 `[N, H, W, C]`; ValueError unless they are `image_shape` `(H, W, C)` images,
-    or gray `[N, H, W, 1]` for an RGB `image_shape` (a gray model's RGB-input file; they are then
-    repeated to RGB), and, with `labels`, unless there is one label per image."""
+    """`images` `[N, H, W, C]` as they are (uint8 stays uint8: the runners convert batch by batch);
+    ValueError unless they are `image_shape` `(H, W, C)` images, or gray `[N, H, W, 1]` for an RGB
+    `image_shape` (a gray model's RGB-input file; they are then repeated to RGB), and, with
+    `labels`, unless there is one label per image."""
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1 and tuple(image_shape)[-1] == 3 \
             and tuple(images.shape[1:3]) == tuple(image_shape)[:2]:
@@ -36,7 +37,9 @@ def check_image_array(images, image_shape, name="images", labels=None):
         raise ValueError(f"no {name}: need at least one")
     if labels is not None and np.shape(labels) != (len(images),):
         raise ValueError(f"{len(images)} {name} need as many labels [N], got labels of shape {list(np.shape(labels))}")
-    return images.astype("float32", copy=False)
+    if not (np.issubdtype(images.dtype, np.number) or images.dtype == bool):
+        raise ValueError(f"{name} must be numbers (raw 0..255 pixels), got an array of {images.dtype}")
+    return images
 
 
 def compare_outputs(probabilities, reference, labels=None):
@@ -67,8 +70,16 @@ def keras_inputs(keras_model, images):
 
 
 def keras_logits(keras_model, images, batch_size=256):
-    """The Keras model's outputs `[N, K]` for raw images `[N, H, W, C]` (channels fitted by `keras_inputs`)."""
-    return np.asarray(keras_model.predict(keras_inputs(keras_model, images), batch_size=batch_size, verbose=0))
+    """The Keras model's outputs `[N, K]` for raw images `[N, H, W, C]` (channels fitted by `keras_inputs`).
+
+    Batch by batch (`predict_on_batch`), each converted as it goes: a float32 copy of a test
+    split of photos would take 4x the memory of its uint8 pixels (12x for gray repeated to RGB)."""
+    images = np.asarray(images)
+    # At most about 32 MB of float32 pixels a batch: 256 digits, 55 photos of 224x224 RGB.
+    batch_size = max(1, min(int(batch_size), (32 * 2**20) // max(1, 4 * int(np.prod(images.shape[1:])))))
+    outputs = [np.asarray(keras_model.predict_on_batch(keras_inputs(keras_model, images[start : start + batch_size])))
+               for start in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, keras_model.output_shape[-1]), "float32")
 
 
 def keras_probabilities(keras_model, images, batch_size=256):

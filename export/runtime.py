@@ -98,12 +98,17 @@ class TFLiteRunner:
         return fit_channels(images, self.input_shape[1:])
 
     def predict(self, images):
-        """float32 `[N, H, W, C]` raw pixels (or gray `[N, H, W, 1]` for an RGB input) -> float32 `[N, num_outputs]`."""
-        images = self.check_images(images)
+        """Raw pixels `[N, H, W, C]` (uint8 or float; gray `[N, H, W, 1]` for an RGB input) -> float32
+        `[N, num_outputs]`.
+
+        Each batch is converted as it is fed, so memory holds the caller's images (uint8 for a
+        dataset) and one batch in float32, never a float copy of them all."""
+        images = np.asarray(images)
+        self.check_images(images[:0])  # the shape check, without a copy
         batch = self.batch_size
         outputs = []
         for start in range(0, len(images), batch):
-            chunk = images[start : start + batch]
+            chunk = self.check_images(images[start : start + batch])
             count = len(chunk)
             if count < batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, axis=0)])

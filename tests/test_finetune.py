@@ -14,6 +14,12 @@ from keras_vit.checkpoint import POS_EMBEDDING, model_params
 from keras_vit.layers.patch_encoder import resample_position_embedding
 from test_checkpoint import random_checkpoint, write_npz
 
+
+def softmax(logits):
+    """Class probabilities of `[N, K]` logits, from the definition."""
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO_ROOT, "configs", "finetune_vit_b16.yaml")
 CLASSES = ("red", "green", "blue")
@@ -98,9 +104,14 @@ def test_fine_tune_a_checkpoint_at_224_then_export_to_tflite(tmp_path):
     ])
     assert images.shape == (3, 224, 224, 3)
     expected = model.predict(images, verbose=0)
+    assert np.ptp(expected, axis=1).max() > 1e-3  # real logits, not a flat (untrained) head
+    # The file outputs class probabilities (MediaPipe-ready) ...
+    probabilities = TFLiteRunner(tflite.read_bytes()).predict(images)
+    np.testing.assert_allclose(probabilities, softmax(expected), atol=1e-5)
+    # ... or, with --logits, the logits themselves.
+    assert main(["export", str(output), "--mode", "float32", "--logits", "--output", str(tflite)]) == 0
     logits = TFLiteRunner(tflite.read_bytes()).predict(images)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
-    assert np.ptp(expected, axis=1).max() > 1e-3  # real logits, not a flat (untrained) head
 
 
 def test_representation_size_0_drops_the_checkpoints_pre_logits(tmp_path):

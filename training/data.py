@@ -140,12 +140,16 @@ def load_splits_for_model(spec, image_shape, data_dir=None, resize=False):
     height, width, channels = image_shape
     splits = load_splits(spec, data_dir=data_dir, image_size=(height, width))
     shape = splits.info.image_shape
-    if shape is not None and tuple(shape) != (height, width, channels) and not (resize and shape[-1] == channels):
-        raise ValueError(
-            f"dataset {spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
-            f"{height}x{width}x{channels} (height x width x channels); use the data the model was trained on"
-            + ("" if resize or shape[-1] != channels else ", or --resize to resize them as training does")
-        )
+    if shape is not None:
+        # Gray data fits an RGB input, repeated as keras_vit.images converts a gray file: a gray
+        # model's .tflite files take RGB and convert to gray inside (MediaPipe takes RGB only).
+        fits_channels = shape[-1] == channels or (shape[-1] == 1 and channels == 3)
+        if not fits_channels or (tuple(shape[:2]) != (height, width) and not resize):
+            raise ValueError(
+                f"dataset {spec!r} has images of size {'x'.join(map(str, shape))}, the model takes "
+                f"{height}x{width}x{channels} (height x width x channels); use the data the model was trained on"
+                + ("" if resize or not fits_channels else ", or --resize to resize them as training does")
+            )
     return splits
 
 

@@ -2,6 +2,7 @@
 
 import sys
 
+from keras_vit.console import is_quiet
 from keras_vit.export.choices import GRAPHS, INPUT_DTYPES, IO_TYPES, MODES, WEIGHT_GRANULARITIES
 from keras_vit.training.choices import EXPORT_FORMATS, QUANTIZER_CHOICES, TTA_MODES
 from keras_vit.training.command_line import add_command
@@ -64,6 +65,9 @@ def register(subparsers):
     parser.add_argument("--no-gpu-check", dest="gpu_check", action="store_false",
                         help="(--mode all) do not run the files on LiteRT's GPU accelerator for the report "
                         "(it runs each in a child process where Vulkan is available; see export.accelerator)")
+    parser.add_argument("--logits", action="store_true",
+                        help="(tflite) files output logits instead of class probabilities (MediaPipe then reports "
+                        "the logits as scores)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, metavar="K",
                         help="(savedmodel) top classes returned")
     parser.add_argument("--input-dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32",
@@ -82,6 +86,7 @@ def run(args):
     from keras_vit.training.artifacts import load_model_and_class_names
     from keras_vit.training.evaluation import model_data, note_if_trained_without_flip
 
+    outputs = "logits" if args.logits else "probabilities"
     ai_edge_mode = args.quantizer == "ai-edge" and args.mode != "all"
     if args.quantizer == "both" and args.mode != "all":
         raise ValueError("--quantizer both compares the two quantizers in the report of --mode all")
@@ -126,14 +131,15 @@ def run(args):
     if args.mode == "all":
         from keras_vit.export.bundle import export_modes
 
-        test_images, test_labels = data.test_arrays(args.limit)
+        test_images, test_labels = data.report_arrays(args.limit)
         rows = export_modes(
             model, args.output, MODES, calibration_images=calibration, test_images=test_images,
             test_labels=test_labels, class_names=names, dataset_name=data.spec,
             batch_size=args.batch_size, graph=args.graph, input_type=args.int8_input, output_type=args.int8_output,
             float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
             quantizers=("converter", "ai-edge") if args.quantizer == "both" else (args.quantizer,),
-            float_ops=float_ops, gpu_check=args.gpu_check, overwrite=True,
+            float_ops=float_ops, gpu_check=args.gpu_check, overwrite=True, outputs=outputs,
+            log=(lambda _: None) if is_quiet() else print,
         )
         _print_rows(rows)
         print(f"wrote {len(rows) or len(MODES)} models" + (" and report.md/report.json" if rows else "")
@@ -145,7 +151,8 @@ def run(args):
     if ai_edge_mode and args.mode != "float32":
         from keras_vit.export.ai_edge_quantizer import quantize
 
-        float32_content = convert(model, "float32", batch_size=args.batch_size, graph=args.graph, tta=args.tta)
+        float32_content = convert(model, "float32", batch_size=args.batch_size, graph=args.graph, tta=args.tta,
+                                  outputs=outputs)
         content = quantize(float32_content, args.mode, None if calibration is None else calibration.astype("float32"),
                            float_ops=float_ops)
     else:
@@ -154,10 +161,11 @@ def run(args):
             args.int8_input if args.mode == "int8" else "float32",
             args.int8_output if args.mode == "int8" else "float32",
             float_fallback=_fallback(args), weight_granularity=args.weight_granularity, tta=args.tta,
+            outputs=outputs,
         )
     # The .tflite and its .labels.txt: both written, or neither (nor the folders made for them).
     with all_or_nothing([args.output, labels_path(args.output)]):
-        write_tflite(content, args.output, names)
+        write_tflite(content, args.output, names, outputs=outputs)
     print(f"wrote {args.output} ({len(content) / 1e6:.3f} MB, {args.mode}{averaged})")
     return 0
 

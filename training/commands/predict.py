@@ -23,7 +23,8 @@ def register(subparsers):
         ],
     )
     parser.add_argument("model", metavar="MODEL", help=".keras file, training output folder, SavedModel folder "
-                        "(keras-vit export --format savedmodel) or .tflite file (labels from NAME.labels.txt)")
+                        "(keras-vit export --format savedmodel) or .tflite file (class names from its metadata, "
+                        "else NAME.labels.txt)")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
     parser.add_argument("--top-k", dest="top_k", type=int, default=5, metavar="K",
                         help="classes listed per image (at most the number of classes)")

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 
+from keras_vit.console import is_quiet
 from keras_vit.training.choices import (
     CROP_FILLS,
     INPUT_SCALINGS,
@@ -186,7 +187,8 @@ def run(args):
 
     config = config_from_args(args)
     # A decision of this command, not a training option: config.json does not record it.
-    metrics = train(config, overwrite=args.overwrite)
+    # --quiet: no model line, progress bars or export progress; the results below still print.
+    metrics = train(config, verbose=0 if is_quiet() else 1, overwrite=args.overwrite)
     if not metrics:
         return 0
     print()
