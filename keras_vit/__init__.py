@@ -7,12 +7,15 @@
 
 The names below load on first use (PEP 562): importing TensorFlow takes seconds, and the
 `keras-vit` command line (keras_vit.training.cli) answers `--help` and argument errors
-without it. Using any of them, `keras_vit.ViT` or `from keras_vit import ViT`, imports the
-whole model library, and with it registers every layer for `.keras` files; to load a `.keras`
-file with plain `keras.saving.load_model`, touch one first (or `keras_vit.load_model(path)`).
+without it. Using any of them (`keras_vit.ViT`, `from keras_vit import ViT`), or importing Keras
+after keras_vit, imports the whole model library and registers every layer for `.keras` files:
+`import keras_vit, keras; keras.saving.load_model(path)` works as with an eager package.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -44,6 +47,35 @@ def _load_library():
     # Every layer at once, so that any first use registers all of them for deserialization.
     importlib.import_module("keras_vit.model")
     importlib.import_module("keras_vit.test_time_augmentation")
+
+
+class _RegisterWithKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Loads the model library right after Keras: whoever imports keras_vit and then Keras (to
+    `keras.saving.load_model` a `.keras` file, say) finds every layer registered, while the
+    command line, which imports Keras only to run a command, answers `--help` without it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = module.__loader__ = self.loader  # Keras sees its own loader afterwards
+        self.loader.exec_module(module)
+        _load_library()
+
+
+if "keras" in sys.modules:
+    _load_library()
+else:
+    sys.meta_path.insert(0, _RegisterWithKeras())
 
 
 def __getattr__(name):

@@ -119,6 +119,20 @@ def test_the_lazy_package_registers_every_layer_on_first_use():
         ["ConvStem", "MeanProbabilityLogits", "PatchEncoder", "Patches", "TokenPooling", "TransformerBlock", "ViT"]))
 
 
+def test_importing_keras_after_keras_vit_registers_the_layers(tmp_path):
+    """`import keras_vit, keras; keras.saving.load_model(path)`, as with an eager package."""
+    path = tmp_path / "model.keras"
+    keras_vit.ViT.from_preset("vit_ti16", image_size=16, patch_size=8, num_classes=3).save(path)
+    code, stdout, stderr = run_python(
+        "import sys, keras_vit\n"
+        "assert 'keras_vit.model' not in sys.modules\n"
+        "import keras\n"
+        f"model = keras.saving.load_model({str(path)!r})\n"
+        "print(type(model).__name__, model.output_shape)")
+    assert code == 0, stderr
+    assert stdout.strip().splitlines()[-1] == "ViT (None, 3)"
+
+
 def test_native_noise_is_dropped_and_everything_else_kept_in_order(capfd):
     with console.command_console():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
