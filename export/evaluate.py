@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from keras_vit.export.analysis import read_tflite
-from keras_vit.export.runtime import TFLiteRunner
+from keras_vit.export.runtime import TFLiteRunner, is_gray_for_rgb
 
 
 def check_image_array(images, image_shape, name="images", labels=None):
@@ -25,8 +25,7 @@ def check_image_array(images, image_shape, name="images", labels=None):
     `image_shape` (a gray model's RGB-input file; they are then repeated to RGB), and, with
     `labels`, unless there is one label per image."""
     images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1 and tuple(image_shape)[-1] == 3 \
-            and tuple(images.shape[1:3]) == tuple(image_shape)[:2]:
+    if is_gray_for_rgb(images.shape, image_shape):
         images = np.repeat(images, 3, axis=-1)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(

@@ -18,6 +18,13 @@ def check_image_shape(images, image_shape, name="images", model="the model"):
         )
 
 
+def is_gray_for_rgb(shape, image_shape):
+    """Whether images of `shape` `[N, H, W, 1]` are gray ones for a model taking RGB `image_shape`
+    `(H, W, 3)` (a gray model's RGB-input file), to be repeated to three channels."""
+    shape = tuple(shape)
+    return len(shape) == 4 and shape[-1] == 1 and tuple(image_shape)[-1] == 3 and shape[1:3] == tuple(image_shape)[:2]
+
+
 def fit_channels(images, image_shape, name="images", model="the model"):
     """`images` `[N, H, W, C]` for a model taking `image_shape` `(H, W, C)`, as float32.
 
@@ -28,7 +35,7 @@ def fit_channels(images, image_shape, name="images", model="the model"):
     """
     images = np.asarray(images, dtype="float32")
     shape = tuple(np.shape(images))
-    if len(shape) == 4 and shape[-1] == 1 and tuple(image_shape)[-1] == 3 and shape[1:3] == tuple(image_shape)[:2]:
+    if is_gray_for_rgb(shape, image_shape):
         images = np.repeat(images, 3, axis=-1)
     check_image_shape(images, image_shape, name, model)
     return images

@@ -350,13 +350,19 @@ def env_limit(variable, default):
     return value
 
 
+def resolve_limit(value, name, variable, default, minimum=1):
+    """A configurable limit: `value` (the argument `name`, at least `minimum`), else the
+    environment variable `variable` (`env_limit`), else `default`."""
+    if value is not None:
+        if int(value) < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        return int(value)
+    return env_limit(variable, default)
+
+
 def max_image_pixels(max_pixels=None):
     """The pixel limit per image: `max_pixels`, else $KERAS_VIT_MAX_IMAGE_PIXELS, else 89,478,485."""
-    if max_pixels is not None:
-        if int(max_pixels) < 1:
-            raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
-        return int(max_pixels)
-    return env_limit(MAX_IMAGE_PIXELS_VARIABLE, DEFAULT_MAX_IMAGE_PIXELS)
+    return resolve_limit(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_VARIABLE, DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def too_many_pixels(pixels, shape=None, max_pixels=None):

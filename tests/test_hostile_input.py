@@ -298,3 +298,20 @@ def test_a_class_name_with_a_line_break_is_refused(tiny_model, tmp_path, capsys)
         "class per line) cannot hold: class names must be one line of visible characters"
     )
     assert sorted(os.listdir(tmp_path)) == ["old_run", "photos"]
+
+
+def test_a_limit_comes_from_the_argument_then_the_environment_then_the_default(monkeypatch):
+    from keras_vit.files import max_image_pixels
+    from keras_vit.training.data import resolve_max_classes
+
+    monkeypatch.delenv("KERAS_VIT_MAX_CLASSES", raising=False)
+    assert resolve_max_classes() == 100_000
+    monkeypatch.setenv("KERAS_VIT_MAX_CLASSES", "1_000")
+    assert resolve_max_classes() == 1000 and resolve_max_classes(7) == 7
+    with pytest.raises(ValueError, match=r"^max_classes must be at least 2, got 1$"):
+        resolve_max_classes(1)
+    monkeypatch.setenv("KERAS_VIT_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match=r"^KERAS_VIT_MAX_IMAGE_PIXELS must be a positive whole number, got 'lots'$"):
+        max_image_pixels()
+    with pytest.raises(ValueError, match=r"^max_pixels must be at least 1, got 0$"):
+        max_image_pixels(0)

@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.files import env_limit
+from keras_vit.files import env_limit, resolve_limit
 from keras_vit.training.image_folder import MAX_CLASSES_VARIABLE, list_image_folder
 from keras_vit.training.pipeline import (
     ArraySource,
@@ -201,11 +201,7 @@ DEFAULT_MAX_CLASSES = 100_000
 
 def resolve_max_classes(max_classes=None):
     """The limit on classes: `max_classes`, else $KERAS_VIT_MAX_CLASSES, else 100,000."""
-    if max_classes is not None:
-        if int(max_classes) < 2:
-            raise ValueError(f"max_classes must be at least 2, got {max_classes}")
-        return int(max_classes)
-    return env_limit(MAX_CLASSES_VARIABLE, DEFAULT_MAX_CLASSES)
+    return resolve_limit(max_classes, "max_classes", MAX_CLASSES_VARIABLE, DEFAULT_MAX_CLASSES, minimum=2)
 
 
 def available_host_memory():
