@@ -193,13 +193,23 @@ def _position_grid(params):
     return (side, side) if side > 0 and side * side == num_patches else None
 
 
+def check_architecture(config, expected, source):
+    """Refuses a checkpoint (its `checkpoint_config`) whose architecture differs from `expected`
+    (a preset's arguments), naming each field that differs."""
+    wrong = [f"{field}={config[field]!r} where {expected[field]!r} was expected" for field in ARCHITECTURE_FIELDS
+             if field in expected and not _same(expected[field], config[field])]
+    if wrong:
+        raise ValueError(f"{source} is not the expected architecture: it has {', '.join(wrong)}")
+
+
 def _same(value, expected):
     if isinstance(expected, tuple):
         value = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
     return value == expected
 
 
-def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bilinear", **overrides):
+def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bilinear", *, architecture=None,
+                    source=None, **overrides):
     """Builds a `ViT` from an official google-research ViT `.npz` checkpoint.
 
     The configuration comes from the parameter shapes. The model takes raw 0..255
@@ -213,6 +223,8 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
         image_size: int or `(height, width)`; another size than the checkpoint's
             resamples the position-embedding grid (class position kept).
         interpolation: `"bilinear"` (as the original fine-tuning code) or `"bicubic"`.
+        architecture: a preset's arguments the checkpoint must match (`check_architecture`).
+        source: how errors name the file (default: its path).
         **overrides: other `ViT` arguments (dropout_rate, drop_path_rate,
             include_top, classifier_activation, dtype, name ...). `representation_size=None`
             drops the checkpoint's pre-logits layer (and re-initializes the head).
@@ -225,6 +237,8 @@ def load_checkpoint(path, num_classes=None, image_size=None, interpolation="bili
     path = os.fspath(path)
     params = read_checkpoint(path)
     config = checkpoint_config(params)
+    if architecture is not None:
+        check_architecture(config, architecture, source or path)
     old_grid = _position_grid(params)
 
     if overrides.get("stem_channels"):

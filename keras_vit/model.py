@@ -276,11 +276,27 @@ class ViT(keras.Model):
         return model
 
     @classmethod
-    def from_preset(cls, preset, **overrides):
-        """Builds a model from a preset name (see `keras_vit.PRESETS`), overriding any field."""
+    def from_preset(cls, preset, weights=None, **overrides):
+        """Builds a model from a preset name (see `keras_vit.PRESETS`), overriding any field.
+
+        `weights` names official pre-trained weights of the preset (`"augreg_in21k_ft_in1k"`;
+        `keras_vit.pretrained.WEIGHTS`, `keras-vit presets`): they are downloaded once into the
+        Keras cache and loaded as `load_checkpoint` does, so `num_classes` (a new head) and
+        `image_size` (the position grid resampled) may differ from the checkpoint's:
+
+            model = ViT.from_preset("vit_ti16", weights="augreg_in21k_ft_in1k", num_classes=5, image_size=160)
+        """
         config = get_preset(preset)
-        config.update(overrides)
-        return cls(**config)
+        if weights is None:
+            config.update(overrides)
+            return cls(**config)
+        from keras_vit import pretrained
+        from keras_vit.checkpoint import load_checkpoint
+
+        name = weights if pretrained.is_weights_name(weights) else pretrained.weights_name(preset, weights)
+        pretrained.check_weights_preset(name, preset)
+        path = pretrained.fetch_weights(name)
+        return load_checkpoint(path, architecture=config, source=f"{path} (weights {name})", **overrides)
 
     @classmethod
     def from_checkpoint(cls, path, **overrides):

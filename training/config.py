@@ -32,10 +32,12 @@ class TrainConfig:
     """Everything `training.fit.train` needs; saved as `config.json` beside the model.
 
     `preset="auto"` chooses the model from the dataset (`training.model_choice`), and
-    options left at None (epochs, batch size, warm-up, MixUp) follow the number of
-    training images; `resolve` fills them in. The fixed defaults are the recipe of the
-    default job (digits): on small data a ViT over-fits, hence weight decay 0.1 and
-    label smoothing.
+    options left at None (epochs, batch size, warm-up, MixUp, optimizer, learning rate,
+    weight decay, label smoothing, flips) follow the number of training images and whether
+    the run starts from a checkpoint (`init_from`: a file, or weights by name); `resolve`
+    fills them in (`model_choice.choose_recipe`). `pretrained="auto"` fine-tunes official
+    weights found in the Keras cache for images of 64 pixels and more; a weights name
+    fetches those, "none" trains from scratch.
 
     `model` holds ViT overrides on top of `preset` (image_size, patch_size, ...);
     channels and num_classes default to the dataset's.
@@ -46,21 +48,22 @@ class TrainConfig:
     preset: str = "auto"
     model: dict = dataclasses.field(default_factory=dict)
     init_from: str = None
+    pretrained: str = "auto"
     data_dir: str = None
     epochs: int = None
     batch_size: int = None
-    optimizer: str = "adamw"
+    optimizer: str = None
     momentum: float = 0.9
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.1
+    learning_rate: float = None
+    weight_decay: float = None
     warmup_epochs: float = None
     clipnorm: float = 1.0
     ema: float = 0.0
     time_budget_minutes: float = 0.0
-    label_smoothing: float = 0.1
+    label_smoothing: float = None
     crop_padding: int = None
     crop_fill: str = "reflect"
-    flip: bool = False
+    flip: bool = None
     randaugment: bool = False
     mixup: float = None
     cutmix: float = 0.0
@@ -102,7 +105,7 @@ class TrainConfig:
         for name, value in self.model.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not self.clipnorm >= 0:
             raise ValueError(f"clipnorm must be positive (0 turns clipping off), got {self.clipnorm}")
@@ -125,7 +128,7 @@ class TrainConfig:
         for name, choices in (("strategy", STRATEGIES), ("precision", PRECISIONS), ("jit_compile", JIT_COMPILE)):
             if str(getattr(self, name)).lower() not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be {' or '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
@@ -133,7 +136,7 @@ class TrainConfig:
             raise ValueError(f"cache_memory_mb must be 0 or more (0 turns the memory cache off), got {self.cache_memory_mb}")
         if self.crop_fill not in CROP_FILLS:
             raise ValueError(f"crop_fill must be {' or '.join(map(repr, CROP_FILLS))}, got {self.crop_fill!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
@@ -145,7 +148,7 @@ class TrainConfig:
         `image_size` (height, width), the size the model takes."""
         from keras_vit.training.model_choice import choose_recipe
 
-        recipe = choose_recipe(num_train, image_size)
+        recipe = choose_recipe(num_train, image_size, fine_tune=bool(self.init_from))
         if self.epochs is not None:
             recipe["epochs"] = self.epochs
             recipe["warmup_epochs"] = min(3.0, 0.1 * self.epochs)

@@ -1,6 +1,7 @@
 """Training a ViT with `model.fit`: strategy, data, optimizer, callbacks, final evaluation."""
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,15 @@ from keras_vit.training.augment import make_augmenter
 from keras_vit.training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
 from keras_vit.training.data import load_splits, make_pipeline, take_sample, worker_shard
 from keras_vit.training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
-from keras_vit.training.model_choice import choose_model, describe_choice
+from keras_vit.training.model_choice import (
+    PRETRAINED_IMAGE_SIZE,
+    cached_pretrained,
+    choose_model,
+    describe_choice,
+    describe_fine_tune,
+    how_to_get_pretrained,
+    wants_pretrained,
+)
 from keras_vit.training.optimization import make_optimizer
 from keras_vit.training.plots import plot_curves
 from keras_vit.training.strategy import is_chief, make_strategy, read_tf_config, set_precision
@@ -44,7 +53,7 @@ def model_config(config, info, num_train=None):
 
         # The checkpoint decides the architecture and its channels; the pipeline
         # converts the dataset's images (e.g. gray to RGB) to match.
-        model = checkpoint_config(read_checkpoint(config.init_from))
+        model = checkpoint_config(read_checkpoint(checkpoint_file(config.init_from)))
     elif config.preset == "auto":
         model = choose_model(_auto_image_shape(config, info), num_train or 1)
         if "patch_size" in config.model and "stem_channels" not in config.model:
@@ -75,6 +84,59 @@ def _auto_image_shape(config, info):
     return shape
 
 
+def checkpoint_file(init_from):
+    """The `.npz` file behind `init_from`: the file itself, or official weights by name
+    (`keras_vit.pretrained`), fetched into the Keras cache on first use."""
+    from keras_vit import pretrained
+
+    if pretrained.is_weights_name(init_from):
+        return pretrained.fetch_weights(init_from)
+    if not os.path.exists(init_from) and not init_from.lower().endswith(".npz") and "." in os.path.basename(init_from):
+        pretrained.get_weights(init_from)  # a mistyped name: the error lists the known ones
+    return init_from
+
+
+def training_device():
+    """`"gpu"` where TensorFlow sees a GPU, else `"cpu"`: what the automatic choices depend on."""
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def named_pretrained(config):
+    """`config` for `--pretrained NAME`: `init_from` is the weights, fine-tuned at the device's
+    default resolution (`PRETRAINED_IMAGE_SIZE`) unless `--image-size` says otherwise."""
+    from keras_vit import pretrained
+
+    if config.pretrained in (None, "auto", "none"):
+        return config
+    if config.init_from:
+        raise ValueError(f"--pretrained {config.pretrained} and --init-from {config.init_from} both name the "
+                         "starting weights: give one")
+    pretrained.get_weights(config.pretrained)
+    return _fine_tune_config(config, config.pretrained)
+
+
+def _fine_tune_config(config, name):
+    model = dict(config.model)
+    model.setdefault("image_size", PRETRAINED_IMAGE_SIZE[training_device()])
+    return dataclasses.replace(config, init_from=name, model=model)
+
+
+def automatic_pretrained(config, info):
+    """`pretrained="auto"`: `config` fine-tuning the weights found in the Keras cache for photos (of
+    `model_choice.SMALL_IMAGE` pixels and more) when nothing else chose the model, and the words
+    that say so; photos without weights get the words that say how to get them."""
+    if config.pretrained != "auto" or config.init_from or config.preset != "auto":
+        return config, None
+    if set(config.model) - {"image_size", "dropout_rate", "attention_dropout_rate", "drop_path_rate"}:
+        return config, None  # the user shaped the model: a from-scratch run
+    if not wants_pretrained(_auto_image_shape(dataclasses.replace(config, model={}), info)):  # the images' own size
+        return config, None
+    name = cached_pretrained(training_device())
+    if name is None:
+        return config, how_to_get_pretrained(training_device())
+    return _fine_tune_config(config, name), "found in the Keras cache; images of 64 pixels and more"
+
+
 # Options that may differ from the checkpoint when fine-tuning (regularization).
 FINE_TUNE_OPTIONS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate", "representation_size")
 
@@ -92,7 +154,7 @@ def build_model(config, model_args):
             # paper does when fine-tuning (None there would mean "unset").
             overrides["representation_size"] = None
         return load_checkpoint(
-            config.init_from,
+            checkpoint_file(config.init_from),
             num_classes=model_args["num_classes"],
             image_size=model_args["image_size"],
             **overrides,
@@ -134,23 +196,34 @@ def _train(config, verbose, overwrite, held):
     run_lock = lock() if os.path.isdir(output) else None
     if chief:
         check_run_output(config, overwrite)
-    if chief and not overwrite:  # with it, a backup there is discarded once the new run is sure to start
-        _check_resumable(output, config)
+    config = named_pretrained(config)
     strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
 
-    splits = load_splits(
-        config.dataset,
-        data_dir=config.data_dir,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-        image_size=_image_size(config),
-        # Each worker of several reads its own share of the training files.
-        shard=worker_shard(tf_config),
-        manual_dir=config.manual_dir,
-        verify_images=config.verify_images,
-    )
+    def load():
+        return load_splits(
+            config.dataset,
+            data_dir=config.data_dir,
+            validation_fraction=config.validation_fraction,
+            seed=config.seed,
+            image_size=_image_size(config),
+            # Each worker of several reads its own share of the training files.
+            shard=worker_shard(tf_config),
+            manual_dir=config.manual_dir,
+            verify_images=config.verify_images,
+        )
+
+    splits = load()
     info = splits.info
+    data_shape = _auto_image_shape(dataclasses.replace(config, model={}), info)  # the images' own size
+    config, pretrained_words = automatic_pretrained(config, info)
+    if config.init_from and config.dataset.startswith("folder:") and _image_size(config) != tuple(info.image_shape[:2]):
+        # Folder images are decoded at the model's size: read them again at the fine-tuning size.
+        splits = load()
+        info = splits.info
+    if chief and not overwrite:  # with it, a backup there is discarded once the new run is sure to start
+        # After the automatic choices, which config.json records as they were made.
+        _check_resumable(output, config)
     classes = info.train_classes if info.train_classes is not None else info.num_classes
     if classes < 2:
         # One class trains to a meaningless 100%: every image is that class.
@@ -166,8 +239,14 @@ def _train(config, verbose, overwrite, held):
     image_size = model_args["image_size"]
     image_size = int_pair(image_size, "image_size", "(height, width)")
     config = config.resolve(num_train, image_size)
-    if config.preset == "auto" and not config.init_from and verbose and chief:
-        print(describe_choice(model_args, num_train, _auto_image_shape(config, info), config.to_dict()))
+    if verbose and chief:
+        if config.init_from:
+            why = pretrained_words or ("--init-from" if config.pretrained in ("auto", "none") else "--pretrained")
+            print(describe_fine_tune(config.init_from, checkpoint_file(config.init_from), num_train, data_shape,
+                                     image_size, config.to_dict(), why))
+        elif config.preset == "auto" and not config.init_from:
+            line = describe_choice(model_args, num_train, data_shape, config.to_dict())
+            print(line + (f"; {pretrained_words}" if pretrained_words else ""))
     channels = model_args.get("channels", 3)
     precision = set_precision(config.precision, strategy, hidden_dim=model_args.get("hidden_dim"))
     check_training_memory(model_args, config.batch_size)

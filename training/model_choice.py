@@ -16,6 +16,7 @@ Everything chosen here is a default: any option set by the user wins.
 """
 
 import math
+import os
 
 from keras_vit.layers.patches import int_pair, patch_grid
 
@@ -105,9 +106,30 @@ def choose_epochs(num_train):
     return int(min(max(IMAGES_SEEN // max(int(num_train), 1), MIN_EPOCHS), MAX_EPOCHS))
 
 
-def choose_recipe(num_train, image_size=None):
+# The recipe of a run from scratch (the digits job's, kept for every size): on small data a ViT
+# over-fits, hence weight decay 0.1 and label smoothing.
+SCRATCH_RECIPE = {"optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.1, "label_smoothing": 0.1,
+                  "flip": False}
+# Fine-tuning a checkpoint: the ViT paper's recipe (Appendix B.1.1; vit_jax/configs/common.py):
+# SGD with momentum 0.9, no weight decay, clipping at norm 1 (the default clipnorm), warm-up then
+# cosine, no MixUp or label smoothing, flips. 0.01 is the paper's VTAB rate and the AugReg B/16
+# ImageNet fine-tune's (configs/finetune_vit_b16.yaml says why it is kept at batch 64).
+FINE_TUNE_RECIPE = {"optimizer": "sgd", "learning_rate": 0.01, "weight_decay": 0.0, "label_smoothing": 0.0,
+                    "flip": True, "mixup": 0.0, "crop_padding": 0, "batch_size": 64}
+# Images a fine-tuning run sees: a third of the paper's 500 steps of 512 for its small datasets
+# (Pets, Flowers), within [2, 20] epochs, so that a CPU run of 10,000 photos takes minutes, not hours.
+FINE_TUNE_IMAGES_SEEN = 85_000
+FINE_TUNE_EPOCHS = (2, 20)
+
+
+def choose_recipe(num_train, image_size=None, fine_tune=False):
     """Training defaults for `num_train` images of `image_size` (height, width): epochs,
-    warm-up, batch size, MixUp and random-crop padding."""
+    warm-up, batch size, MixUp, random-crop padding, optimizer, learning rate, weight decay,
+    label smoothing and flips; `fine_tune`: the paper's fine-tuning recipe for a checkpoint."""
+    if fine_tune:
+        low, high = FINE_TUNE_EPOCHS
+        epochs = int(min(max(FINE_TUNE_IMAGES_SEEN // max(int(num_train), 1), low), high))
+        return {"epochs": epochs, "warmup_epochs": 0.1 * epochs, **FINE_TUNE_RECIPE}
     tier = size_tier(num_train)
     epochs = choose_epochs(num_train)
     side = min(image_size) if image_size else 0
@@ -121,7 +143,62 @@ def choose_recipe(num_train, image_size=None):
         # training accuracy ran 0.7 points above validation without them; 2-pixel shifts
         # took the test accuracy from 99.06% / 98.93% to 99.10% / 99.16% (seeds 0 / 1).
         "crop_padding": 0 if tier["mixup"] else side // 16,
+        **SCRATCH_RECIPE,
     }
+
+
+# Pre-trained weights the automatic choice fine-tunes, in order of preference, when their file
+# is in the Keras cache (`keras_vit.pretrained`): on a CPU the cheapest first, on a GPU the
+# most accurate that fine-tunes at batch 64 on one 16-24 GB GPU.
+PRETRAINED_PREFERENCE = {
+    "cpu": ("vit_ti16.augreg_in21k_ft_in1k", "vit_ti16.augreg_in21k", "vit_s16.augreg_in21k_ft_in1k",
+            "vit_s16.augreg_in21k", "vit_b32.augreg_in21k_ft_in1k", "vit_b16.augreg_in21k_ft_in1k"),
+    "gpu": ("vit_b16.augreg_in21k_ft_in1k", "vit_s16.augreg_in21k_ft_in1k", "vit_b16.augreg_in21k",
+            "vit_s16.augreg_in21k", "vit_ti16.augreg_in21k_ft_in1k", "vit_l16.augreg_in21k_ft_in1k"),
+}
+# The weights a message suggests downloading.
+SUGGESTED_PRETRAINED = {"cpu": "vit_ti16.augreg_in21k_ft_in1k", "gpu": "vit_b16.augreg_in21k_ft_in1k"}
+# The resolution a checkpoint is fine-tuned at when the user sets none: the checkpoints' own 224 on
+# a GPU; on a CPU the size of BENCHMARKS.md's fine-tuning throughput table ("Fine-tuning
+# throughput") that keeps most of the accuracy at a fraction of the cost.
+PRETRAINED_IMAGE_SIZE = {"cpu": 160, "gpu": 224}
+
+
+def cached_pretrained(device, cache_dir=None):
+    """The first of `PRETRAINED_PREFERENCE[device]` whose file is in the Keras cache, or None."""
+    from keras_vit.pretrained import cached_path
+
+    return next((name for name in PRETRAINED_PREFERENCE[device] if os.path.isfile(cached_path(name, cache_dir))), None)
+
+
+def wants_pretrained(image_shape):
+    """Whether the automatic choice fine-tunes pre-trained weights for images of `image_shape`:
+    photos of SMALL_IMAGE pixels and more (smaller ones train the hybrid ViT from scratch)."""
+    return max(int(image_shape[0]), int(image_shape[1])) >= SMALL_IMAGE
+
+
+def describe_fine_tune(name, path, num_train, image_shape, image_size, recipe, why):
+    """One line: the pre-trained weights fine-tuned, and why."""
+    height, width, channels = image_shape
+    return (
+        f"model: {name} fine-tuned ({why}) for {num_train:,} training images of {height}x{width}x{channels} "
+        f"resized to {image_size[0]}x{image_size[1]}: {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} "
+        f"of batch {recipe['batch_size']}, {recipe['optimizer'].upper()} at {recipe['learning_rate']:g}, new head "
+        f"(--pretrained none trains from scratch{'' if name == path else f'; weights at {path}'})"
+    )
+
+
+def how_to_get_pretrained(device, cache_dir=None):
+    """The words a from-scratch photo run adds: which weights to fetch, and how."""
+    from keras_vit.pretrained import cached_path, get_weights
+
+    name = SUGGESTED_PRETRAINED[device]
+    entry = get_weights(name)
+    return (
+        f"from scratch: no pre-trained weights in the cache; --pretrained {name} downloads {entry['title']} "
+        f"({entry['parameters'] / 1e6:.1f}M parameters, {entry['imagenet_top1']:.2f}% ImageNet top-1) and fine-tunes "
+        f"it, far better on photos (offline: put the file at {cached_path(name, cache_dir)})"
+    )
 
 
 def describe_choice(model, num_train, image_shape, recipe):

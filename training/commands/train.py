@@ -70,8 +70,13 @@ def register(subparsers):
                         "folder of other files (they are kept)")
     parser.add_argument("--preset", help="model preset (`keras-vit presets`); auto: chosen from the dataset's "
                         "image size and number of images, and printed")
-    parser.add_argument("--init-from", dest="init_from", metavar="NPZ",
-                        help="official ViT .npz checkpoint to fine-tune from")
+    parser.add_argument("--pretrained", metavar="NAME|auto|none",
+                        help="official weights to fine-tune (`keras-vit presets` lists them), downloaded once into "
+                        "the Keras cache, at 160x160 on a CPU and 224x224 on a GPU unless --image-size; auto: "
+                        "fine-tune weights already in the cache for images of 64 pixels and more; none: from scratch")
+    parser.add_argument("--init-from", dest="init_from", metavar="NPZ|NAME",
+                        help="an official ViT .npz checkpoint (or weights by name) to fine-tune from, at the "
+                        "checkpoint's resolution unless --image-size")
     model = parser.add_argument_group("model overrides (default: the preset's)")
     model.add_argument("--image-size", dest="image_size", type=_size, metavar="N|H,W",
                        help="images are resized to this (default: the dataset's size)")
@@ -103,15 +108,19 @@ def register(subparsers):
                        help="how raw 0..255 pixels are scaled inside the model: unit [0, 1], symmetric [-1, 1] "
                        "(the official checkpoints'), none")
     fit = parser.add_argument_group("fit")
-    fit.add_argument("--epochs", type=int, help="(default: about 300,000 training images seen, 5 to 60 epochs)")
+    fit.add_argument("--epochs", type=int, help="(default: about 300,000 training images seen, 5 to 100 epochs; "
+                     "fine-tuning: about 85,000, 2 to 20)")
     fit.add_argument("--batch-size", dest="batch_size", type=int,
-                     help="per replica (default: 64 under 10,000 training images, else 128)")
+                     help="per replica (default: 64 up to 100,000 training images, else 128; fine-tuning: 64)")
     fit.add_argument("--optimizer", choices=OPTIMIZERS,
-                     help="AdamW, or SGD with momentum (the ViT paper's fine-tuning)")
+                     help="AdamW, or SGD with momentum (the ViT paper's fine-tuning) (default: adamw from scratch, "
+                     "sgd when fine-tuning)")
     fit.add_argument("--momentum", type=float, help="SGD momentum")
     fit.add_argument("--learning-rate", dest="learning_rate", type=float, metavar="LR",
-                     help="peak learning rate, after the warm-up, before the cosine decay")
-    fit.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="DECAY", help="decoupled weight decay")
+                     help="peak learning rate, after the warm-up, before the cosine decay (default: 0.002 from "
+                     "scratch, 0.01 when fine-tuning)")
+    fit.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="DECAY", help="decoupled weight decay (default: 0.1 from scratch, 0 "
+                     "when fine-tuning)")
     fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, metavar="EPOCHS",
                      help="linear warm-up (default: a tenth of the epochs, at most 3)")
     fit.add_argument("--clipnorm", type=float, metavar="NORM", help="global gradient-norm clip")
@@ -121,7 +130,8 @@ def register(subparsers):
     fit.add_argument("--ema", type=float, metavar="MOMENTUM",
                      help="evaluate and save an exponential moving average of the weights (e.g. 0.99; 0: off)")
     fit.add_argument("--label-smoothing", dest="label_smoothing", type=float, metavar="EPSILON",
-                     help="share of each label's probability spread over the other classes")
+                     help="share of each label's probability spread over the other classes (default: 0.1 from "
+                     "scratch, 0 when fine-tuning)")
     fit.add_argument("--validation-fraction", dest="validation_fraction", type=float, metavar="FRACTION",
                      help="training data held out for validation (0: train on all of it and keep the last model)")
     fit.add_argument("--seed", type=int, help="seed of the split, the initial weights and the augmentation")
@@ -159,7 +169,8 @@ def register(subparsers):
                          "with the model)")
     augment.add_argument("--crop-fill", dest="crop_fill", choices=CROP_FILLS,
                          help="what fills the crop's padding: the mirrored image or zeros")
-    augment.add_argument("--flip", action="store_true", default=None, help="random horizontal flips")
+    augment.add_argument("--flip", action="store_true", default=None,
+                         help="random horizontal flips (default: on when fine-tuning)")
     augment.add_argument("--randaugment", action="store_true", default=None,
                          help="RandAugment (Keras' RandAugment layer) on every training image")
     augment.add_argument("--mixup", type=float, metavar="ALPHA",
