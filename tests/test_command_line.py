@@ -73,12 +73,21 @@ def test_train_help_shows_the_defaults_that_training_applies():
     train = commands["train"]
     defaults = TrainConfig()
     help_text = " ".join(train.format_help().split())  # unwrapped
-    for option, field in (("--learning-rate LR", "learning_rate"), ("--weight-decay DECAY", "weight_decay"),
-                          ("--clipnorm NORM", "clipnorm"), ("--label-smoothing EPSILON", "label_smoothing"),
-                          ("--output DIR", "output"), ("--dataset SPEC", "dataset")):
+    def entry(option):
         start = help_text.index(option, help_text.index("options:"))  # past the usage line
-        entry = help_text[start:help_text.index(" --", start + len(option))]
-        assert f"(default: {getattr(defaults, field)})" in entry, entry
+        return help_text[start:help_text.index(" --", start + len(option))]
+
+    for option, field in (("--clipnorm NORM", "clipnorm"), ("--output DIR", "output"), ("--dataset SPEC", "dataset")):
+        assert f"(default: {getattr(defaults, field)})" in entry(option), entry(option)
+    # Options whose default depends on the run: from scratch or fine-tuning a checkpoint (model_choice).
+    from keras_vit.training.model_choice import FINE_TUNE_RECIPE, SCRATCH_RECIPE
+
+    for option, field in (("--learning-rate LR", "learning_rate"), ("--weight-decay DECAY", "weight_decay"),
+                          ("--label-smoothing EPSILON", "label_smoothing"), ("--optimizer", "optimizer")):
+        assert getattr(defaults, field) is None
+        words = f"(default: {SCRATCH_RECIPE[field]:g} from scratch, {FINE_TUNE_RECIPE[field]:g} when fine-tuning)" \
+            if field != "optimizer" else f"(default: {SCRATCH_RECIPE[field]} from scratch, {FINE_TUNE_RECIPE[field]} when fine-tuning)"
+        assert words in entry(option).replace("fine- tuning", "fine-tuning"), entry(option)  # argparse's hyphen wrap
     # The parser itself sets nothing: a --config file must still be able to set every option.
     args = train.parse_args([])
     options = {key: value for key, value in vars(args).items() if key not in ("func", "verbose", "quiet", "overwrite")}

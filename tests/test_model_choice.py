@@ -24,7 +24,19 @@ def test_digits_get_the_digits_preset():
         assert model[key] == preset[key], key
     assert model["image_size"] == (8, 8)
     assert choose_recipe(1295, (8, 8)) == {"epochs": 100, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
-                                           "crop_padding": 0}
+                                           "crop_padding": 0, "optimizer": "adamw", "learning_rate": 2e-3,
+                                           "weight_decay": 0.1, "label_smoothing": 0.1, "flip": False}
+
+
+def test_a_checkpoint_gets_the_papers_fine_tuning_recipe():
+    """SGD with momentum, no weight decay or label smoothing, flips, a tenth of warm-up; about
+    FINE_TUNE_IMAGES_SEEN images, 2 to 20 epochs."""
+    recipe = choose_recipe(10_000, (160, 160), fine_tune=True)
+    assert recipe == {"epochs": 8, "warmup_epochs": 0.8, "optimizer": "sgd", "learning_rate": 0.01,
+                      "weight_decay": 0.0, "label_smoothing": 0.0, "flip": True, "mixup": 0.0, "crop_padding": 0,
+                      "batch_size": 64}
+    assert choose_recipe(500, (160, 160), fine_tune=True)["epochs"] == 20
+    assert choose_recipe(1_000_000, (224, 224), fine_tune=True)["epochs"] == 2
 
 
 def test_mnist_gets_a_hybrid_with_a_4x4_grid():
