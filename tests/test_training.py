@@ -375,13 +375,13 @@ def test_callbacks_reject_bad_arguments():
 
 @pytest.mark.parametrize(
     "every_steps, min_seconds, steps_per_execution, expected",
-    [(1, 0.0, 1, 33), (4, 0.0, 1, 9), (1, 3600.0, 1, 3), (10, 0.0, 5, 6), (4, 0.0, 5, 9)],
+    [(1, 0.0, 1, 33), (4, 0.0, 1, 9), (1, 3600.0, 1, 0), (10, 0.0, 5, 6), (4, 0.0, 5, 9)],
 )
 def test_periodic_backup_counts_steps_and_waits_its_seconds(
     tmp_path, every_steps, min_seconds, steps_per_execution, expected
 ):
-    """30 steps over 3 epochs: a backup at every epoch's end, whatever the time floor, and
-    one every N steps within an epoch while the floor has passed since the last backup.
+    """30 steps over 3 epochs: a backup at every epoch's end and every N steps within an epoch,
+    each once the floor has passed since the last backup (with an hour's floor: none at all).
     With 5 steps per call the hook runs twice an epoch, and the count is still in steps:
     every 10 steps is one backup an epoch besides its end."""
     from keras_vit.training.callbacks import PeriodicBackup
@@ -397,8 +397,11 @@ def test_periodic_backup_counts_steps_and_waits_its_seconds(
     # before_backup ran before each backup was written, and once more at the end of training.
     assert flushes == list(range(expected)) + [expected]
     metadata = tmp_path / "backup" / "training_metadata.json"
-    # The last backup, at the third epoch's end: a resumed run would start after it.
-    assert json.loads(metadata.read_text()) == {"epoch": 3, "batch": 0}
+    if expected:
+        # The last backup, at the third epoch's end: a resumed run would start after it.
+        assert json.loads(metadata.read_text()) == {"epoch": 3, "batch": 0}
+    else:
+        assert not metadata.exists()
 
 
 @pytest.mark.parametrize("min_seconds, writes_during_epochs", [(3600.0, 1), (0.0, 2)])
