@@ -16,7 +16,7 @@ from keras_vit.files import LOCK_FILE, FolderLock, OutputExistsError, is_inside,
 from keras_vit.layers.patches import int_pair
 from keras_vit.training import artifacts
 from keras_vit.training.augment import make_augmenter
-from keras_vit.training.callbacks import AtomicBestModel, ElapsedTime, PeriodicBackup, TimeBudget
+from keras_vit.training.callbacks import AtomicBestModel, ElapsedTime, EpochTensorBoard, PeriodicBackup, TimeBudget
 from keras_vit.training.data import load_splits, make_pipeline, take_sample, worker_shard
 from keras_vit.training.memory import OutOfMemoryError, check_training_memory, out_of_memory_message
 from keras_vit.training.model_choice import (
@@ -364,7 +364,7 @@ def _train(config, verbose, overwrite, held):
         callbacks += [
             best_model,
             keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=resumed_epoch is not None),
-            keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"),
+            EpochTensorBoard(os.path.join(output, "logs")),
         ]
     if config.early_stopping:
         callbacks.append(
