@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 
+from keras_vit.export.cpu_features import int8_context
 from keras_vit.export.evaluate import check_image_array, keras_logits
 from keras_vit.export.report import build_report, write_report
 from keras_vit.export.tflite import MODES, QUANTIZED_MODES, convert, labels_path, write_tflite
@@ -175,6 +176,7 @@ def export_modes(
                     "quantizers": ", ".join(quantizers) + (f" (float ops: {float_ops})" if float_ops and
                                                           "ai-edge" in quantizers else ""),
                     "runtime": "LiteRT (ai_edge_litert.interpreter), XNNPACK",
+                    "CPU": int8_context(),
                     "GPU accelerator": gpu_context,
                 },
             )

@@ -249,7 +249,33 @@ def recommend(rows, tolerance=0.01):
             gpu = {"mode": best["mode"], "reason": f"{why}; the fastest file that ran"}
         else:
             gpu = {"mode": None, "reason": "no file ran on the GPU accelerator"}
-    return {"cpu": cpu, "gpu": gpu, "tolerance": tolerance}
+    from keras_vit.export.cpu_features import cpu_int8_features, describe_int8_support
+
+    features = cpu_int8_features()
+    return {"cpu": cpu, "gpu": gpu, "tolerance": tolerance,
+            "cpu_int8": dict(features, **describe_int8_support(features))}
+
+
+def int8_verdict(rows, features=None):
+    """Why the int8 and dynamic-range files are or are not faster than float32 on this CPU: its
+    int8 instructions (`cpu_features`), and the measured ratios. One line."""
+    from keras_vit.export.cpu_features import cpu_int8_features, describe_int8_support
+
+    features = features or cpu_int8_features()
+    support = describe_int8_support(features)
+    ratios = []
+    for r in rows:
+        if r["mode"].startswith(("int8", "dynamic")) and r.get("latency_vs_float32"):
+            ratios.append(f"{r['mode']} " + " / ".join(f"{x:.2f}x" for x in r["latency_vs_float32"].values()))
+    measured = f" (measured here, float32 = 1, by thread count: {'; '.join(ratios)})" if ratios else ""
+    flags = ", ".join(features["int8"]) or "none known"
+    if support["int8_pays"] is False:
+        return f"int8 is not expected to be faster than float32 on this CPU ({features['cpu']}; int8 instructions: " \
+               f"{flags}): {support['why']}{measured}"
+    if support["int8_pays"]:
+        return f"int8 can be faster than float32 on this CPU ({features['cpu']}; {support['why']}){measured}; " \
+               "an int8 file slower here is held back by its float ops (see the ops per mode)"
+    return f"int8 speed unknown for this CPU ({features['cpu']}): {support['why']}{measured}"
 
 
 def _recommendation_section(rows):
@@ -261,6 +287,8 @@ def _recommendation_section(rows):
         lines.append(f"- CPU, {threads} thread{'s' if threads != '1' else ''}: **{pick['mode']}** "
                      f"({pick['median_ms']:.2f} ms{ratio}, accuracy {pick['accuracy']:.4f}): the fastest file "
                      f"within {points} of float32's accuracy")
+    if any(r["mode"].startswith(("int8", "dynamic")) for r in rows):
+        lines.append(f"- Why: {int8_verdict(rows)}")
     gpu = advice["gpu"]
     lines.append(f"- GPU accelerator: **{gpu['mode']}** ({gpu['reason']})" if gpu["mode"]
                  else f"- GPU accelerator: none ({gpu['reason']})")
