@@ -273,9 +273,9 @@ def int8_verdict(rows, features=None):
         return f"int8 is not expected to be faster than float32 on this CPU ({features['cpu']}; int8 instructions: " \
                f"{flags}): {support['why']}{measured}"
     if support["int8_pays"]:
-        return f"int8 can be faster than float32 on this CPU ({features['cpu']}; {support['why']}){measured}; " \
-               "an int8 file slower here loses to its quantize and dequantize steps or its float ops (see the ops "
-               "per mode)"
+        return (f"int8 can be faster than float32 on this CPU ({features['cpu']}; {support['why']}){measured}; "
+                "an int8 file slower here loses to its quantize and dequantize steps or its float ops (see the ops "
+                "per mode)")
     return f"int8 speed unknown for this CPU ({features['cpu']}): {support['why']}{measured}"
 
 
