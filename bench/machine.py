@@ -11,28 +11,14 @@ _INTERESTING_FLAGS = (
 )
 
 
-def _cpuinfo():
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
 def machine_info():
     """Returns a dict: CPU model, cores, relevant CPU flags, memory, Python/TF/Keras versions."""
     import keras
     import tensorflow as tf
 
-    model, flags = _cpuinfo()
+    from keras_vit.cpuinfo import read_cpuinfo
+
+    model, flags = read_cpuinfo()
     try:
         import keras_hub
 

@@ -19,6 +19,8 @@ and whether an int8 or dynamic-range file beats float32 depends on them:
 
 import platform
 
+from keras_vit.cpuinfo import read_cpuinfo
+
 # Flags of /proc/cpuinfo (x86 `flags`, ARM `Features`) that int8 kernels use, best first.
 X86_INT8 = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2")
 ARM_INT8 = ("i8mm", "asimddp", "asimd")
@@ -26,18 +28,7 @@ ARM_INT8 = ("i8mm", "asimddp", "asimd")
 
 def cpu_int8_features(cpuinfo_path="/proc/cpuinfo"):
     """`{"cpu": model name, "arch": machine, "int8": [flags of X86_INT8 / ARM_INT8 it has]}`."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open(cpuinfo_path) as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "features"):
-                    flags |= set(value.split())
-    except OSError:
-        pass
+    model, flags = read_cpuinfo(cpuinfo_path)
     arch = platform.machine().lower()
     known = ARM_INT8 if arch in ("aarch64", "arm64") or "asimd" in flags else X86_INT8
     return {"cpu": model, "arch": arch, "int8": [flag for flag in known if flag in flags]}

@@ -65,3 +65,11 @@ def test_the_report_records_this_machines_int8_support():
     assert advice["cpu_int8"]["int8_pays"] is describe_int8_support(here)["int8_pays"]
     assert advice["cpu"]["1"]["mode"] == "dynamic"
     assert int8_context().startswith(here["cpu"])
+
+
+def test_cpuinfo_without_the_file_has_no_flags(tmp_path):
+    from keras_vit.cpuinfo import read_cpuinfo
+
+    model, flags = read_cpuinfo(str(tmp_path / "missing"))
+    assert flags == set() and model
+

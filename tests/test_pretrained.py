@@ -293,3 +293,17 @@ def test_train_with_unavailable_weights_is_one_line(tmp_path, monkeypatch, capsy
     assert main(["train", "--dataset", f"npz:{dataset}", "--pretrained", "vit_ti16.typo", "--output",
                  str(output)]) != 0
     assert "unknown weights 'vit_ti16.typo'; known: vit_ti16.augreg_in21k" in capsys.readouterr().err
+    assert main(["train", "--dataset", f"npz:{dataset}", "--init-from", "vit_s16.augreg", "--output",
+                 str(output)]) != 0
+    assert ("--init-from vit_s16.augreg is neither a file nor known weights; known: vit_s16.augreg_in21k, "
+            "vit_s16.augreg_in21k_ft_in1k") in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_from_preset_with_unknown_weights_lists_the_presets_weights():
+    from keras_vit import ViT
+
+    with pytest.raises(ValueError, match=r"unknown weights 'vit_b16.imagenet'; known: vit_b16.augreg_in21k, "
+                                         r"vit_b16.augreg_in21k_ft_in1k, vit_b16.orig_in21k"):
+        ViT.from_preset("vit_b16", weights="imagenet")
+

@@ -91,8 +91,12 @@ def checkpoint_file(init_from):
 
     if pretrained.is_weights_name(init_from):
         return pretrained.fetch_weights(init_from)
-    if not os.path.exists(init_from) and not init_from.lower().endswith(".npz") and "." in os.path.basename(init_from):
-        pretrained.get_weights(init_from)  # a mistyped name: the error lists the known ones
+    if not os.path.exists(init_from) and os.sep not in init_from and not init_from.lower().endswith(".npz"):
+        # A mistyped name, rather than a missing file: say both, with the names of its preset.
+        preset = init_from.split(".", 1)[0]
+        known = sorted(name for name in pretrained.WEIGHTS if name.startswith(preset + ".")) or sorted(pretrained.WEIGHTS)
+        raise ValueError(f"--init-from {init_from} is neither a file nor known weights; known: {', '.join(known)} "
+                         "(keras-vit presets lists them all)")
     return init_from
 
 

@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 
+from keras_vit.cpuinfo import read_cpuinfo
 from keras_vit.training.choices import PRECISIONS, STRATEGIES
 
 # CPU flags of bfloat16 arithmetic, with which oneDNN runs bf16 matmuls faster than float32
@@ -94,15 +95,7 @@ def make_strategy(name="auto", tpu_address=None):
 
 def cpu_flags():
     """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
+    return read_cpuinfo()[1]
 
 
 # Under this width `auto` keeps float32: the digits model (hidden 64) trained no faster in bf16
