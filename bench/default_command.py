@@ -57,9 +57,10 @@ def main():
     parser.add_argument("spec")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--args", default="", help="more `keras-vit train` options, quoted")
+    parser.add_argument("--name", help="the runs' folder, runs/bench/default_NAME_sSEED (default: from SPEC)")
     args = parser.parse_args()
     info = machine_info()
-    name = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(args.spec.rstrip("/")))[-40:]
+    name = args.name or re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(args.spec.rstrip("/")))[-40:]
     results = []
     os.makedirs(os.path.join(ROOT, "runs", "bench"), exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):

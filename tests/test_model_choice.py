@@ -1,12 +1,15 @@
 """The default model follows the data; configurations that cannot fit are refused before training."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from keras_vit import ViT
 from keras_vit.presets import get_preset
 from keras_vit.training.memory import OutOfMemoryError, activations_per_image, check_training_memory, training_step_bytes
-from keras_vit.training.model_choice import MAX_GRID, choose_model, choose_recipe
+from keras_vit.training.config import TrainConfig
+from keras_vit.training.model_choice import MAX_GRID, choose_model, choose_recipe, describe_choice
 
 GB = 2**30
 
@@ -23,7 +26,7 @@ def test_digits_get_the_digits_preset():
     for key in ("patch_size", "stem_channels", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "dropout_rate"):
         assert model[key] == preset[key], key
     assert model["image_size"] == (8, 8)
-    assert choose_recipe(1295, (8, 8)) == {"epochs": 100, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
+    assert choose_recipe(1295, (8, 8)) == {"epochs": 100, "time_budget_minutes": 0.0, "warmup_epochs": 3.0, "batch_size": 64, "mixup": 0.2,
                                            "crop_padding": 0, "optimizer": "adamw", "learning_rate": 2e-3,
                                            "weight_decay": 0.1, "label_smoothing": 0.1, "flip": False}
 
@@ -32,7 +35,7 @@ def test_a_checkpoint_gets_the_papers_fine_tuning_recipe():
     """SGD with momentum, no weight decay or label smoothing, flips, a tenth of warm-up; about
     FINE_TUNE_IMAGES_SEEN images, 2 to 20 epochs."""
     recipe = choose_recipe(10_000, (160, 160), fine_tune=True)
-    assert recipe == {"epochs": 8, "warmup_epochs": 0.8, "optimizer": "sgd", "learning_rate": 0.01,
+    assert recipe == {"epochs": 8, "time_budget_minutes": 0.0, "warmup_epochs": 0.8, "optimizer": "sgd", "learning_rate": 0.01,
                       "weight_decay": 0.0, "label_smoothing": 0.0, "flip": True, "mixup": 0.0, "crop_padding": 0,
                       "batch_size": 64}
     assert choose_recipe(500, (160, 160), fine_tune=True)["epochs"] == 20
@@ -46,7 +49,8 @@ def test_mnist_gets_a_hybrid_with_a_4x4_grid():
     assert model["stem_channels"] == (32, 64)
     assert (model["hidden_dim"], model["num_layers"]) == (128, 4)
     recipe = choose_recipe(54_000, model["image_size"])
-    assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (5, 64, 0.0, 2)
+    assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (50, 64, 0.0, 2)
+    assert recipe["time_budget_minutes"] == 28.0
 
 
 def test_photos_get_16_pixel_patches_and_fit_in_memory():
@@ -72,7 +76,34 @@ def test_any_image_size_gives_a_buildable_model_with_a_small_grid(size):
 def test_width_and_epochs_grow_and_shrink_with_the_data():
     widths = [choose_model((32, 32, 3), n)["hidden_dim"] for n in (1_000, 50_000, 500_000, 5_000_000)]
     assert widths == sorted(widths) and widths[0] < widths[-1]
-    assert [choose_recipe(n)["epochs"] for n in (500, 60_000, 10_000_000)] == [100, 5, 5]
+    assert [choose_recipe(n)["epochs"] for n in (500, 60_000, 10_000_000)] == [100, 45, 5]
+
+
+def test_only_the_middle_tier_has_a_time_budget():
+    """10,000-100,000 images train for up to 2.7M images seen within 28 minutes; fewer images run
+    their epochs in full (the main job's time), more keep 5 epochs, where a budget would cut one."""
+    budgets = {n: choose_recipe(n)["time_budget_minutes"] for n in (1_295, 10_000, 10_001, 45_000, 100_000, 100_001)}
+    assert budgets == {1_295: 0.0, 10_000: 0.0, 10_001: 28.0, 45_000: 28.0, 100_000: 28.0, 100_001: 0.0}
+    assert [choose_recipe(n)["epochs"] for n in (10_001, 45_000, 100_000)] == [100, 60, 27]
+
+
+def test_the_automatic_budget_goes_with_the_automatic_epochs():
+    """A user's --epochs runs in full; a user's --time-budget wins; several workers get none."""
+    config = TrainConfig(dataset="npz:x.npz")
+    assert config.resolve(45_000, (32, 32)).time_budget_minutes == 28.0
+    assert config.resolve(45_000, (32, 32), allow_time_budget=False).time_budget_minutes == 0.0
+    assert dataclasses.replace(config, epochs=80).resolve(45_000, (32, 32)).time_budget_minutes == 0.0
+    both = dataclasses.replace(config, epochs=80, time_budget_minutes=10.0).resolve(45_000, (32, 32))
+    assert (both.epochs, both.time_budget_minutes) == (80, 10.0)
+    assert dataclasses.replace(config, time_budget_minutes=0.0).resolve(45_000, (32, 32)).time_budget_minutes == 0.0
+
+
+def test_the_choice_line_names_the_budget():
+    model = choose_model((32, 32, 3), 45_000)
+    line = describe_choice(model, 45_000, (32, 32, 3), choose_recipe(45_000, (32, 32)))
+    assert "; up to 60 epochs of batch 64 within 28 minutes (--time-budget) (" in line
+    line = describe_choice(model, 1_295, (32, 32, 3), choose_recipe(1_295, (32, 32)))
+    assert "; 100 epochs of batch 64" in line
 
 
 def test_activation_count_matches_a_hand_count():

@@ -32,8 +32,8 @@ class TrainConfig:
     """Everything `training.fit.train` needs; saved as `config.json` beside the model.
 
     `preset="auto"` chooses the model from the dataset (`training.model_choice`), and
-    options left at None (epochs, batch size, warm-up, MixUp, optimizer, learning rate,
-    weight decay, label smoothing, flips) follow the number of training images and whether
+    options left at None (epochs, time budget, batch size, warm-up, MixUp, optimizer, learning
+    rate, weight decay, label smoothing, flips) follow the number of training images and whether
     the run starts from a checkpoint (`init_from`: a file, or weights by name); `resolve`
     fills them in (`model_choice.choose_recipe`). `pretrained="auto"` fine-tunes official
     weights found in the Keras cache for images of 64 pixels and more; a weights name
@@ -59,7 +59,7 @@ class TrainConfig:
     warmup_epochs: float = None
     clipnorm: float = 1.0
     ema: float = 0.0
-    time_budget_minutes: float = 0.0
+    time_budget_minutes: float = None
     label_smoothing: float = None
     crop_padding: int = None
     crop_fill: str = "reflect"
@@ -121,7 +121,7 @@ class TrainConfig:
             raise ValueError(
                 f"backups need backup_every >= 1 step and backup_seconds >= 0, got {self.backup_every} and {self.backup_seconds}"
             )
-        if self.time_budget_minutes < 0:
+        if self.time_budget_minutes is not None and self.time_budget_minutes < 0:
             raise ValueError(f"time_budget_minutes must be positive (0 turns it off), got {self.time_budget_minutes}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
@@ -143,15 +143,19 @@ class TrainConfig:
         if self.early_stopping and not self.validation_fraction:
             raise ValueError("early_stopping watches validation accuracy: it needs validation_fraction above 0")
 
-    def resolve(self, num_train, image_size=None):
+    def resolve(self, num_train, image_size=None, allow_time_budget=True):
         """This config with the data-dependent defaults (None) set for `num_train` images of
-        `image_size` (height, width), the size the model takes."""
+        `image_size` (height, width), the size the model takes. `allow_time_budget=False` (several
+        workers, whose clocks differ) leaves the automatic epochs without their time budget."""
         from keras_vit.training.model_choice import choose_recipe
 
         recipe = choose_recipe(num_train, image_size, fine_tune=bool(self.init_from))
         if self.epochs is not None:
             recipe["epochs"] = self.epochs
             recipe["warmup_epochs"] = min(3.0, 0.1 * self.epochs)
+        if self.epochs is not None or not allow_time_budget:
+            # The automatic budget belongs to the automatic epochs: a count the user chose runs in full.
+            recipe["time_budget_minutes"] = 0.0
         chosen = {key: value for key, value in recipe.items() if getattr(self, key) is None}
         return dataclasses.replace(self, **chosen)
 

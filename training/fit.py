@@ -185,7 +185,8 @@ def train(config, verbose=1, overwrite=False):
 def _train(config, verbose, overwrite, held):
     tf_config = read_tf_config()
     chief = is_chief(tf_config)
-    if config.time_budget_minutes and tf_config and len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+    multi_worker = bool(tf_config) and len(tf_config.get("cluster", {}).get("worker", [])) > 1
+    if config.time_budget_minutes and multi_worker:
         # Each worker would read its own clock and anneal the learning rate differently.
         raise ValueError("--time-budget needs a single worker; with several, use --epochs")
     output = config.output if chief else os.path.join(config.output, f".worker-{tf_config['task']['index']}")
@@ -242,7 +243,7 @@ def _train(config, verbose, overwrite, held):
     model_args = model_config(config, info, num_train)
     image_size = model_args["image_size"]
     image_size = int_pair(image_size, "image_size", "(height, width)")
-    config = config.resolve(num_train, image_size)
+    config = config.resolve(num_train, image_size, allow_time_budget=not multi_worker)
     if verbose and chief:
         if config.init_from:
             why = pretrained_words or ("--init-from" if config.pretrained in ("auto", "none") else "--pretrained")

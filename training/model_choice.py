@@ -9,8 +9,9 @@ grows with its training images. So when no preset is given (`preset="auto"`):
   get the paper's linear patch embedding with patches of 8, 16 or 32 pixels
   (224-pixel photos: 16, a 14x14 grid);
 - the number of training images decides the width, depth, batch size and the
-  augmentation (`SIZE_TIERS`: MixUp for few images, random shifts for more), and how many
-  epochs make about `IMAGES_SEEN` training images.
+  augmentation (`SIZE_TIERS`: MixUp for few images, random shifts for more), and the
+  training length: the epochs that show the model a number of images, within a time
+  budget for the 10,000 to 100,000 images whose runs are long on a CPU.
 
 Everything chosen here is a default: any option set by the user wins.
 """
@@ -20,24 +21,29 @@ import os
 
 from keras_vit.layers.patches import int_pair, patch_grid
 
-# Training images seen by an automatic number of epochs, clipped to [MIN_EPOCHS, MAX_EPOCHS]:
-# 5 epochs of MNIST's 54,000 images reach 99%; the 1,295 digits get the 100 epochs that took
-# their 5-seed mean from 97.94% (60 epochs) to 98.00% (BENCHMARKS.md, "The default model").
-IMAGES_SEEN = 300_000
-MIN_EPOCHS, MAX_EPOCHS = 5, 100
-
-# Up to `max_images` training images (None: any number): encoder size, batch size, MixUp.
-# The first tier is `vit_digits` (98.3% mean on digits); the second the MNIST recipe's encoder.
+# Up to `max_images` training images (None: any number): encoder size, batch size, MixUp, and the
+# training length when --epochs is not set: epochs that show the model about `images_seen` images
+# (within [MIN_EPOCHS, MAX_EPOCHS]), ended early by `time_budget_minutes` of training (None: none),
+# with the learning-rate schedule spread over whichever comes first.
+# - The first tier is `vit_digits` (98.3% mean on digits); its 300,000 images are the 100 epochs
+#   that took the 1,295 digits' 5-seed mean from 97.94% (60 epochs) to 98.00%.
+# - The second is the MNIST recipe's encoder. 300,000 images (5 epochs) stopped MNIST at 99.12%
+#   and CIFAR-10 at 66.7% with validation still climbing 4-5 points an epoch; on two CPU cores 28
+#   minutes run 30-35 epochs of either, and a GPU runs the 50-60 epochs of 2.7M images in minutes
+#   (BENCHMARKS.md, "The default model follows the data").
+# - Larger sets keep 5 epochs without a budget: an epoch of 100,000 images or more on a CPU is
+#   already hours of a ViT-Ti, which a budget would cut to a fraction of one epoch.
 SIZE_TIERS = (
     {"max_images": 10_000, "hidden_dim": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128,
-     "batch_size": 64, "mixup": 0.2},
+     "batch_size": 64, "mixup": 0.2, "images_seen": 300_000, "time_budget_minutes": None},
     {"max_images": 100_000, "hidden_dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 256,
-     "batch_size": 64, "mixup": 0.0},
+     "batch_size": 64, "mixup": 0.0, "images_seen": 2_700_000, "time_budget_minutes": 28.0},
     {"max_images": 1_000_000, "hidden_dim": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768,
-     "batch_size": 128, "mixup": 0.0},  # ViT-Ti
+     "batch_size": 128, "mixup": 0.0, "images_seen": 300_000, "time_budget_minutes": None},  # ViT-Ti
     {"max_images": None, "hidden_dim": 384, "num_layers": 12, "num_heads": 6, "mlp_dim": 1536,
-     "batch_size": 128, "mixup": 0.0},  # ViT-S
+     "batch_size": 128, "mixup": 0.0, "images_seen": 300_000, "time_budget_minutes": None},  # ViT-S
 )
+MIN_EPOCHS, MAX_EPOCHS = 5, 100
 
 # Images smaller than this get a convolutional stem and a 4x4 token grid.
 SMALL_IMAGE = 64
@@ -102,8 +108,9 @@ def choose_model(image_shape, num_train):
 
 
 def choose_epochs(num_train):
-    """Epochs that show the model about `IMAGES_SEEN` images, within [MIN_EPOCHS, MAX_EPOCHS]."""
-    return int(min(max(IMAGES_SEEN // max(int(num_train), 1), MIN_EPOCHS), MAX_EPOCHS))
+    """Epochs that show the model about its tier's `images_seen` images, within [MIN_EPOCHS, MAX_EPOCHS]."""
+    images_seen = size_tier(num_train)["images_seen"]
+    return int(min(max(images_seen // max(int(num_train), 1), MIN_EPOCHS), MAX_EPOCHS))
 
 
 # The recipe of a run from scratch (the digits job's, kept for every size): on small data a ViT
@@ -123,18 +130,20 @@ FINE_TUNE_EPOCHS = (2, 20)
 
 
 def choose_recipe(num_train, image_size=None, fine_tune=False):
-    """Training defaults for `num_train` images of `image_size` (height, width): epochs,
-    warm-up, batch size, MixUp, random-crop padding, optimizer, learning rate, weight decay,
-    label smoothing and flips; `fine_tune`: the paper's fine-tuning recipe for a checkpoint."""
+    """Training defaults for `num_train` images of `image_size` (height, width): epochs, time
+    budget (minutes, 0: none), warm-up, batch size, MixUp, random-crop padding, optimizer,
+    learning rate, weight decay, label smoothing and flips; `fine_tune`: the paper's
+    fine-tuning recipe for a checkpoint."""
     if fine_tune:
         low, high = FINE_TUNE_EPOCHS
         epochs = int(min(max(FINE_TUNE_IMAGES_SEEN // max(int(num_train), 1), low), high))
-        return {"epochs": epochs, "warmup_epochs": 0.1 * epochs, **FINE_TUNE_RECIPE}
+        return {"epochs": epochs, "time_budget_minutes": 0.0, "warmup_epochs": 0.1 * epochs, **FINE_TUNE_RECIPE}
     tier = size_tier(num_train)
     epochs = choose_epochs(num_train)
     side = min(image_size) if image_size else 0
     return {
         "epochs": epochs,
+        "time_budget_minutes": tier["time_budget_minutes"] or 0.0,
         # A tenth of the run, at most the 3 epochs of the digits recipe.
         "warmup_epochs": min(3.0, 0.1 * epochs),
         "batch_size": tier["batch_size"],
@@ -201,6 +210,13 @@ def how_to_get_pretrained(device, cache_dir=None):
     )
 
 
+def _length(recipe):
+    """"5 epochs of batch 64", or "up to 60 epochs of batch 64 within 28 minutes" under a time budget."""
+    epochs = f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} of batch {recipe['batch_size']}"
+    budget = recipe.get("time_budget_minutes")
+    return f"up to {epochs} within {budget:g} minutes (--time-budget)" if budget else epochs
+
+
 def describe_choice(model, num_train, image_shape, recipe):
     """One line: the model chosen for the data, and why."""
     height, width, channels = image_shape
@@ -217,6 +233,6 @@ def describe_choice(model, num_train, image_shape, recipe):
         f"model: auto for {num_train:,} training images of {height}x{width}x{channels}{resized}: "
         f"{stem}{grid_h}x{grid_w} tokens of {patch_size[0]}x{patch_size[1]} pixels, "
         f"hidden {model['hidden_dim']} x {model['num_layers']} layers; "
-        f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} of batch {recipe['batch_size']} "
+        f"{_length(recipe)} "
         "(--preset, --patch-size and the other options choose otherwise)"
     )

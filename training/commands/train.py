@@ -109,7 +109,8 @@ def register(subparsers):
                        "(the official checkpoints'), none")
     fit = parser.add_argument_group("fit")
     fit.add_argument("--epochs", type=int, help="(default: about 300,000 training images seen, 5 to 100 epochs; "
-                     "fine-tuning: about 85,000, 2 to 20)")
+                     "10,000 to 100,000 training images: 2.7 million, within --time-budget; fine-tuning: about "
+                     "85,000, 2 to 20)")
     fit.add_argument("--batch-size", dest="batch_size", type=int,
                      help="per replica (default: 64 up to 100,000 training images, else 128; fine-tuning: 64)")
     fit.add_argument("--optimizer", choices=OPTIMIZERS,
@@ -126,7 +127,8 @@ def register(subparsers):
     fit.add_argument("--clipnorm", type=float, metavar="NORM", help="global gradient-norm clip")
     fit.add_argument("--time-budget", dest="time_budget_minutes", type=float, metavar="MINUTES",
                      help="stop after this much training time, with the learning-rate schedule spread over it "
-                     "(--epochs is then the most epochs run; 0: off)")
+                     "(--epochs is then the most epochs run; default: 28 for 10,000 to 100,000 training images "
+                     "when --epochs is not set, else off; 0: off)")
     fit.add_argument("--ema", type=float, metavar="MOMENTUM",
                      help="evaluate and save an exponential moving average of the weights (e.g. 0.99; 0: off)")
     fit.add_argument("--label-smoothing", dest="label_smoothing", type=float, metavar="EPSILON",
