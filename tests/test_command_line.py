@@ -88,6 +88,14 @@ def test_train_help_shows_the_defaults_that_training_applies():
         words = f"(default: {SCRATCH_RECIPE[field]:g} from scratch, {FINE_TUNE_RECIPE[field]:g} when fine-tuning)" \
             if field != "optimizer" else f"(default: {SCRATCH_RECIPE[field]} from scratch, {FINE_TUNE_RECIPE[field]} when fine-tuning)"
         assert words in entry(option).replace("fine- tuning", "fine-tuning"), entry(option)  # argparse's hyphen wrap
+    # The automatic time budget, as the tier that applies it holds it.
+    from keras_vit.training.model_choice import SIZE_TIERS
+
+    budgeted = [tier for tier in SIZE_TIERS if tier["time_budget_minutes"]]
+    assert len(budgeted) == 1
+    low = next(t["max_images"] for t in SIZE_TIERS if t["max_images"] < budgeted[0]["max_images"])
+    assert (f"default: {budgeted[0]['time_budget_minutes']:g} for {low:,} to {budgeted[0]['max_images']:,} training "
+            "images when --epochs is not set") in entry("--time-budget MINUTES"), entry("--time-budget MINUTES")
     # The parser itself sets nothing: a --config file must still be able to set every option.
     args = train.parse_args([])
     options = {key: value for key, value in vars(args).items() if key not in ("func", "verbose", "quiet", "overwrite")}

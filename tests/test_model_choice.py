@@ -46,7 +46,7 @@ def test_mnist_gets_a_hybrid_with_a_4x4_grid():
     """28x28 gray images, 54,000 of them: resized to 32, a (32, 64) stem, 8x8-pixel tokens."""
     model = choose_model((28, 28, 1), 54_000)
     assert model["image_size"] == (32, 32) and model["patch_size"] == 8
-    assert model["stem_channels"] == (32, 64)
+    assert model["stem_channels"] == (64, 128)
     assert (model["hidden_dim"], model["num_layers"]) == (128, 4)
     recipe = choose_recipe(54_000, model["image_size"])
     assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (50, 64, 0.0, 2)
@@ -189,3 +189,14 @@ def test_out_of_memory_during_training_is_one_line(tmp_path, capsys, monkeypatch
 def test_bad_input_is_refused_with_what_was_expected(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_colour_images_are_flipped_and_gray_ones_not():
+    """Mirror images are the same class for photos, another symbol for digits; --no-flip wins."""
+    assert choose_recipe(45_000, (32, 32), channels=3)["flip"] is True
+    assert choose_recipe(54_000, (32, 32), channels=1)["flip"] is False
+    assert choose_recipe(1_295, (8, 8), channels=1)["flip"] is False
+    assert choose_recipe(3_000, (160, 160), fine_tune=True, channels=1)["flip"] is True
+    config = TrainConfig(dataset="npz:x.npz")
+    assert config.resolve(45_000, (32, 32), channels=3).flip is True
+    assert dataclasses.replace(config, flip=False).resolve(45_000, (32, 32), channels=3).flip is False

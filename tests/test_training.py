@@ -230,6 +230,24 @@ def test_time_budget_stops_training_and_anneals(tmp_path):
         assert float(rows[-1]["learning_rate"]) < 0.05 * config.learning_rate
 
 
+def test_the_automatic_budget_stops_a_run_and_says_which(tmp_path, monkeypatch, capsys):
+    """Automatic epochs under their tier's budget (patched to 15 s for the digits' tier): the run
+    stops there, config.json records the budget, and the result names it."""
+    from keras_vit.training import model_choice
+
+    tiers = tuple(dict(tier, time_budget_minutes=0.25) if tier["max_images"] == 10_000 else tier
+                  for tier in model_choice.SIZE_TIERS)
+    monkeypatch.setattr(model_choice, "SIZE_TIERS", tiers)
+    assert main(["train", "--output", str(tmp_path / "run"), "--quiet", "--backup-every", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 0.25 minutes spent" in out, out
+    with open(tmp_path / "run" / "config.json") as file:
+        saved = json.load(file)
+    assert (saved["time_budget_minutes"], saved["epochs"]) == (0.25, 100)
+    with open(tmp_path / "run" / "history.csv") as file:
+        assert 1 <= len(list(csv.DictReader(file))) < 100
+
+
 def test_auto_precision_picks_native_low_precision_only():
     from keras_vit.training.strategy import resolve_precision
 

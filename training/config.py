@@ -143,13 +143,14 @@ class TrainConfig:
         if self.early_stopping and not self.validation_fraction:
             raise ValueError("early_stopping watches validation accuracy: it needs validation_fraction above 0")
 
-    def resolve(self, num_train, image_size=None, allow_time_budget=True):
+    def resolve(self, num_train, image_size=None, allow_time_budget=True, channels=None):
         """This config with the data-dependent defaults (None) set for `num_train` images of
-        `image_size` (height, width), the size the model takes. `allow_time_budget=False` (several
-        workers, whose clocks differ) leaves the automatic epochs without their time budget."""
+        `image_size` (height, width) and `channels`, the sizes the model takes.
+        `allow_time_budget=False` (several workers, whose clocks differ) leaves the automatic
+        epochs without their time budget."""
         from keras_vit.training.model_choice import choose_recipe
 
-        recipe = choose_recipe(num_train, image_size, fine_tune=bool(self.init_from))
+        recipe = choose_recipe(num_train, image_size, fine_tune=bool(self.init_from), channels=channels)
         if self.epochs is not None:
             recipe["epochs"] = self.epochs
             recipe["warmup_epochs"] = min(3.0, 0.1 * self.epochs)

@@ -243,7 +243,8 @@ def _train(config, verbose, overwrite, held):
     model_args = model_config(config, info, num_train)
     image_size = model_args["image_size"]
     image_size = int_pair(image_size, "image_size", "(height, width)")
-    config = config.resolve(num_train, image_size, allow_time_budget=not multi_worker)
+    config = config.resolve(num_train, image_size, allow_time_budget=not multi_worker,
+                            channels=model_args.get("channels"))
     if verbose and chief:
         if config.init_from:
             why = pretrained_words or ("--init-from" if config.pretrained in ("auto", "none") else "--pretrained")
@@ -408,6 +409,7 @@ def _train(config, verbose, overwrite, held):
         "epochs": int(config.epochs),
         "epochs_run": _epochs_run(os.path.join(output, "history.csv"), config.epochs),
         "stopped_by_time_budget": bool(budget and budget.stopped_early),
+        "time_budget_minutes": float(config.time_budget_minutes or 0.0),
         "precision": precision,
         "dataset": config.dataset,
         "replicas": int(replicas),

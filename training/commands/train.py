@@ -49,7 +49,7 @@ def register(subparsers):
         examples=[
             "keras-vit train --export-tflite --output runs/digits          # bundled digits, offline",
             "keras-vit train --dataset folder:PHOTOS --output runs/photos   # one sub-folder per class",
-            "keras-vit train --dataset npz:cifar10.npz --flip --time-budget 30 --output runs/cifar",
+            "keras-vit train --dataset npz:cifar10.npz --time-budget 60 --output runs/cifar",
             "keras-vit train --config configs/finetune_vit_b16.yaml --dataset folder:PHOTOS \\",
             "    --init-from ViT-B_16.npz --output runs/photos_b16",
         ],
@@ -171,8 +171,9 @@ def register(subparsers):
                          "with the model)")
     augment.add_argument("--crop-fill", dest="crop_fill", choices=CROP_FILLS,
                          help="what fills the crop's padding: the mirrored image or zeros")
-    augment.add_argument("--flip", action="store_true", default=None,
-                         help="random horizontal flips (default: on when fine-tuning)")
+    augment.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                         help="random horizontal flips (default: on for colour images and when fine-tuning, off for "
+                         "gray ones: characters and digits change meaning in a mirror)")
     augment.add_argument("--randaugment", action="store_true", default=None,
                          help="RandAugment (Keras' RandAugment layer) on every training image")
     augment.add_argument("--mixup", type=float, metavar="ALPHA",
@@ -210,5 +211,6 @@ def run(args):
         value = metrics[key]
         print(f"{key:<16}{value:.4f}" if isinstance(value, float) else f"{key:<16}{value}")
     if metrics["stopped_by_time_budget"]:
-        print(f"{'stopped':<16}time budget of {config.time_budget_minutes:g} minutes spent")
+        # The budget of the run, which may be the automatic one (config here has None).
+        print(f"{'stopped':<16}time budget of {metrics['time_budget_minutes']:g} minutes spent")
     return 0
