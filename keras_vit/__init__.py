@@ -69,7 +69,18 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module):
         module.__spec__.loader = module.__loader__ = self.loader  # Keras sees its own loader afterwards
         self.loader.exec_module(module)
+        if _layers_initializing():
+            # Keras was imported by the first layer module of a `from keras_vit.layers import ...`:
+            # the model imports the layers, which are not defined yet, so keras_vit/layers/__init__.py
+            # loads the library once they are.
+            return
         _load_library()
+
+
+def _layers_initializing():
+    """Whether keras_vit.layers is being imported now (in sys.modules, its body not yet run)."""
+    layers = sys.modules.get("keras_vit.layers")
+    return layers is not None and getattr(layers.__spec__, "_initializing", False)
 
 
 if "keras" in sys.modules:

@@ -136,6 +136,22 @@ def test_the_lazy_package_registers_every_layer_on_first_use():
         ["ConvStem", "MeanProbabilityLogits", "PatchEncoder", "Patches", "TokenPooling", "TransformerBlock", "ViT"]))
 
 
+@pytest.mark.parametrize("first_import", ["from keras_vit.layers import Patches",
+                                          "import keras_vit.training.model_choice",
+                                          "import keras, keras_vit.layers"])
+def test_importing_a_submodule_first_registers_every_layer(first_import):
+    """The layers imported before the package's lazy names (they import Keras, which loads the
+    model, which imports the layers): no circular import, and every layer registered."""
+    code, stdout, stderr = run_python(
+        f"{first_import}\n"
+        "from keras.saving import get_registered_object\n"
+        "print(sorted(n for n in ('Patches', 'PatchEncoder', 'TransformerBlock', 'ConvStem', 'ViT', "
+        "'MeanProbabilityLogits') if get_registered_object('keras_vit>' + n) is not None))")
+    assert code == 0, stderr
+    assert stdout.split("\n")[-2] == str(sorted(
+        ["ConvStem", "MeanProbabilityLogits", "PatchEncoder", "Patches", "TransformerBlock", "ViT"]))
+
+
 def test_importing_keras_after_keras_vit_registers_the_layers(tmp_path):
     """`import keras_vit, keras; keras.saving.load_model(path)`, as with an eager package."""
     path = tmp_path / "model.keras"

@@ -49,8 +49,8 @@ def test_mnist_gets_a_hybrid_with_a_4x4_grid():
     assert model["stem_channels"] == (64, 128)
     assert (model["hidden_dim"], model["num_layers"]) == (128, 4)
     recipe = choose_recipe(54_000, model["image_size"])
-    assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (50, 64, 0.0, 2)
-    assert recipe["time_budget_minutes"] == 28.0
+    assert (recipe["epochs"], recipe["batch_size"], recipe["mixup"], recipe["crop_padding"]) == (50, 128, 0.0, 2)
+    assert recipe["time_budget_minutes"] == 28.0 and recipe["learning_rate"] == 2.8e-3
 
 
 def test_photos_get_16_pixel_patches_and_fit_in_memory():
@@ -101,7 +101,7 @@ def test_the_automatic_budget_goes_with_the_automatic_epochs():
 def test_the_choice_line_names_the_budget():
     model = choose_model((32, 32, 3), 45_000)
     line = describe_choice(model, 45_000, (32, 32, 3), choose_recipe(45_000, (32, 32)))
-    assert "; up to 60 epochs of batch 64 within 28 minutes (--time-budget) (" in line
+    assert "; up to 60 epochs of batch 128 within 28 minutes (--time-budget) (" in line
     line = describe_choice(model, 1_295, (32, 32, 3), choose_recipe(1_295, (32, 32)))
     assert "; 100 epochs of batch 64" in line
 

@@ -16,3 +16,9 @@ __all__ = [
     "resample_position_embedding",
     "unpatchify",
 ]
+
+# Imported first (`from keras_vit.layers import Patches`), the layers defer loading the rest of the
+# library (keras_vit/__init__.py) until they are defined: every layer is then registered.
+from keras_vit import _load_library  # noqa: E402
+
+_load_library()

@@ -112,14 +112,14 @@ def register(subparsers):
                      "10,000 to 100,000 training images: 2.7 million, within --time-budget; fine-tuning: about "
                      "85,000, 2 to 20)")
     fit.add_argument("--batch-size", dest="batch_size", type=int,
-                     help="per replica (default: 64 up to 100,000 training images, else 128; fine-tuning: 64)")
+                     help="per replica (default: 64 up to 10,000 training images, else 128; fine-tuning: 64)")
     fit.add_argument("--optimizer", choices=OPTIMIZERS,
                      help="AdamW, or SGD with momentum (the ViT paper's fine-tuning) (default: adamw from scratch, "
                      "sgd when fine-tuning)")
     fit.add_argument("--momentum", type=float, help="SGD momentum")
     fit.add_argument("--learning-rate", dest="learning_rate", type=float, metavar="LR",
                      help="peak learning rate, after the warm-up, before the cosine decay (default: 0.002 from "
-                     "scratch, 0.01 when fine-tuning)")
+                     "scratch, 0.0028 for 10,000 to 100,000 training images, 0.01 when fine-tuning)")
     fit.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="DECAY", help="decoupled weight decay (default: 0.1 from scratch, 0 "
                      "when fine-tuning)")
     fit.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, metavar="EPOCHS",
