@@ -82,14 +82,28 @@ def test_train_help_shows_the_defaults_that_training_applies():
     # Options whose default depends on the run: from scratch or fine-tuning a checkpoint (model_choice).
     from keras_vit.training.model_choice import FINE_TUNE_RECIPE, SCRATCH_RECIPE
 
-    for option, field in (("--learning-rate LR", "learning_rate"), ("--weight-decay DECAY", "weight_decay"),
+    for option, field in (("--weight-decay DECAY", "weight_decay"),
                           ("--label-smoothing EPSILON", "label_smoothing"), ("--optimizer", "optimizer")):
         assert getattr(defaults, field) is None
         words = f"(default: {SCRATCH_RECIPE[field]:g} from scratch, {FINE_TUNE_RECIPE[field]:g} when fine-tuning)" \
             if field != "optimizer" else f"(default: {SCRATCH_RECIPE[field]} from scratch, {FINE_TUNE_RECIPE[field]} when fine-tuning)"
         assert words in entry(option).replace("fine- tuning", "fine-tuning"), entry(option)  # argparse's hyphen wrap
-    # The automatic time budget, as the tier that applies it holds it.
+    # The learning rate and batch from scratch depend on the size tier too.
     from keras_vit.training.model_choice import SIZE_TIERS
+
+    rates = {tier["learning_rate"] for tier in SIZE_TIERS}
+    usual = next(tier["learning_rate"] for tier in SIZE_TIERS if tier["max_images"] is None)
+    (other,) = [tier for tier in SIZE_TIERS if tier["learning_rate"] != usual]
+    low = max(t["max_images"] for t in SIZE_TIERS if t["max_images"] and t["max_images"] < other["max_images"])
+    assert len(rates) == 2 and defaults.learning_rate is None
+    assert (f"(default: {usual:g} from scratch, {other['learning_rate']:g} for {low:,} to {other['max_images']:,} "
+            f"training images, {FINE_TUNE_RECIPE['learning_rate']:g} when fine-tuning)"
+            ) in entry("--learning-rate LR").replace("fine- tuning", "fine-tuning"), entry("--learning-rate LR")
+    first = SIZE_TIERS[0]
+    assert all(t["batch_size"] == SIZE_TIERS[1]["batch_size"] for t in SIZE_TIERS[1:])
+    assert (f"(default: {first['batch_size']} up to {first['max_images']:,} training images, else "
+            f"{SIZE_TIERS[1]['batch_size']}; fine-tuning: {FINE_TUNE_RECIPE['batch_size']})") in entry("--batch-size")
+    # The automatic time budget, as the tier that applies it holds it.
 
     budgeted = [tier for tier in SIZE_TIERS if tier["time_budget_minutes"]]
     assert len(budgeted) == 1
