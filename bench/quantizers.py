@@ -124,12 +124,14 @@ def load_subject(name, args):
     return model, calibration, images, labels, note
 
 
-def build_files(model, calibration):
+def build_files(model, calibration, skip_modes=()):
     from keras_vit.export import ai_edge_quantizer
     from keras_vit.export.tflite import convert
 
     contents = {}
     for quantizer, mode, option in VARIANTS:
+        if mode in skip_modes:
+            continue
         name = variant_name(quantizer, mode, option)
         print(f"  {name} ...", flush=True)
         if quantizer == "converter":
@@ -170,7 +172,7 @@ def measure(name, args):
     print(f"{name}: loading ...", flush=True)
     model, calibration, images, labels, note = load_subject(name, args)
     keras_logits = np.asarray(model.predict(images, batch_size=64, verbose=0))
-    contents = build_files(model, calibration)
+    contents = build_files(model, calibration, args.skip_modes)
     rows = {}
     for key, content in contents.items():
         outputs = TFLiteRunner(content).predict(images)
@@ -253,7 +255,10 @@ def main():
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--gpu-limit", type=int, default=64)
     parser.add_argument("--output", help="write the markdown here (and the numbers beside it as .json)")
+    parser.add_argument("--skip-modes", default="",
+                        help="modes to leave out, e.g. int16x8 (20-50x float32: minutes of timing at 224)")
     args = parser.parse_args()
+    args.skip_modes = tuple(filter(None, args.skip_modes.split(",")))
 
     info = machine_info()
     results = [measure(name, args) for name in args.models.split(",")]
