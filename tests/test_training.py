@@ -104,6 +104,13 @@ def test_killed_run_resumes_and_defaults_reach_95_percent(resumed_digits_run):
     assert "test_accuracy" in second.stdout  # the closing table
 
 
+def test_the_main_job_trains_on_one_intra_op_thread(resumed_digits_run):
+    # A child process: TensorFlow starts after the thread choice (training.threads).
+    output, _, second = resumed_digits_run
+    assert json.loads((output / "config.json").read_text())["intra_op_threads"] == 1
+    assert "1 intra-op thread (a small step" in second.stdout
+
+
 def test_main_job_exports_tflite_models_that_match_keras(resumed_digits_run):
     output, _, second = resumed_digits_run
     folder = output / "tflite"

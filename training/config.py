@@ -233,7 +233,7 @@ def _typed_model_option(name, value):
 
 # What `train` adds to a run's `config.json` besides the options: dropped on reading, so that
 # `--config RUN/config.json` trains that run again.
-RUN_RECORD_KEYS = ("model_config", "class_names", "num_classes", "precision_used")
+RUN_RECORD_KEYS = ("model_config", "class_names", "num_classes", "precision_used", "intra_op_threads")
 
 
 def read_config_file(path):

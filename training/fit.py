@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import types
 import sys
 
 import keras
@@ -202,6 +203,7 @@ def _train(config, verbose, overwrite, held):
     if chief:
         check_run_output(config, overwrite)
     config = named_pretrained(config)
+    threads = _configure_threads(config)  # before make_strategy, which starts TensorFlow
     strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
 
@@ -252,6 +254,8 @@ def _train(config, verbose, overwrite, held):
                                      image_size, config.to_dict(), why))
         elif config.preset == "auto" and not config.init_from:
             line = describe_choice(model_args, num_train, data_shape, config.to_dict())
+            if threads:
+                line += f"; {threads} intra-op thread (a small step: training.threads)"
             print(line + (f"; {pretrained_words}" if pretrained_words else ""))
     channels = model_args.get("channels", 3)
     precision = set_precision(config.precision, strategy, hidden_dim=model_args.get("hidden_dim"))
@@ -331,7 +335,7 @@ def _train(config, verbose, overwrite, held):
         # The keys of RUN_RECORD_KEYS, which `read_config_file` drops again.
         record.update(
             {"model_config": model.get_config(), "class_names": info.class_names, "num_classes": info.num_classes,
-             "precision_used": precision}
+             "precision_used": precision, "intra_op_threads": threads or "default"}
         )
         artifacts.write_json_atomic(os.path.join(output, artifacts.CONFIG_FILE), record)
 
@@ -529,6 +533,24 @@ def _image_size(config):
     if size is None:
         return None
     return int_pair(size, "image_size", "(height, width)")
+
+
+def _configure_threads(config):
+    """One intra-op thread for a small training step (`training.threads`), decided from what an
+    array dataset's headers say before TensorFlow starts; None where TensorFlow's default stays."""
+    from keras_vit.training.threads import array_dataset_shape, configure_intra_op_threads
+
+    if config.init_from or config.limit_train:
+        return None  # a checkpoint's model, or a sample of unknown size: TensorFlow's default
+    found = array_dataset_shape(config.dataset, config.validation_fraction)
+    if found is None:
+        return None
+    num_train, shape = found
+    info = types.SimpleNamespace(spec=config.dataset, image_shape=shape, num_classes=1)
+    model_args = model_config(config, info, num_train)
+    image_size = int_pair(model_args["image_size"], "image_size", "(height, width)")
+    batch_size = config.resolve(num_train, image_size, channels=model_args.get("channels")).batch_size
+    return configure_intra_op_threads(model_args, batch_size)
 
 
 def _jit(value):
