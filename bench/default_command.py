@@ -6,7 +6,8 @@
 
 Each run is `keras-vit train --dataset SPEC --seed S --output runs/bench/default_NAME_sS [ARGS]` in
 a child process, timed from start to exit (data loading, training, the final test), with the
-child's peak resident memory. Prints a markdown table with the CPU flags and writes
+child's peak resident memory and CPU use (user + system time over wall time: 200% is two cores
+busy throughout). Prints a markdown table with the CPU flags and writes
 `runs/bench/default_command.jsonl`.
 """
 
@@ -46,7 +47,9 @@ def run(spec, seed, extra, name):
     with open(os.path.join(output, "metrics.json")) as file:
         metrics = json.load(file)
     choice = next((line for line in out.splitlines() if line.startswith("model: auto")), "")
+    cpu_percent = 100 * (usage.ru_utime + usage.ru_stime) / wall  # of one core, over the whole run
     return {"spec": spec, "seed": seed, "args": extra, "wall_seconds": wall, "peak_rss_bytes": peak,
+            "cpu_percent": cpu_percent,
             "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
             "epochs_run": metrics["epochs_run"], "num_params": metrics["num_params"],
             "precision": metrics["precision"], "choice": choice}
@@ -72,11 +75,12 @@ def main():
         print(result["choice"] or "(a preset or config chose the model)", flush=True)
     print(f"machine: {info['cpu']}, {info['cores']} cores, {' '.join(info['cpu_flags'])}; "
           f"TensorFlow {info['tensorflow']}, Keras {info['keras']}")
-    print("| dataset | seed | test accuracy | wall (s) | training (s) | epochs | params | precision | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dataset | seed | test accuracy | wall (s) | training (s) | CPU (whole run) | epochs | params | precision "
+          "| peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['spec']} | {r['seed']} | {100 * r['test_accuracy']:.2f}% | {r['wall_seconds']:.0f} | "
-              f"{r['train_seconds']:.0f} | {r['epochs_run']} | {r['num_params']:,} | {r['precision']} | "
+              f"{r['train_seconds']:.0f} | {r['cpu_percent']:.0f}% | {r['epochs_run']} | {r['num_params']:,} | {r['precision']} | "
               f"{r['peak_rss_bytes'] / 2**30:.2f} GB |")
     if len(results) > 1:
         accuracies = [r["test_accuracy"] for r in results]
