@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_vit.training.cli import main
 from keras_vit.training.config import TrainConfig
@@ -336,6 +337,40 @@ def test_no_validation_split_trains_on_all_and_keeps_the_last_model(tmp_path):
     assert json.loads((output / "model.keras.best.json").read_text())["epoch"] == 3
     assert (output / "curves.png").stat().st_size > 0
     assert metrics["epochs_run"] == 3 and metrics["test_accuracy"] > 0.2  # chance is 0.1
+
+
+def test_a_repeated_pipeline_is_one_pass_per_epoch_and_a_finite_one_is_left_as_it_is():
+    from keras_vit.training.fit import _repeated
+
+    dataset = tf.data.Dataset.range(10).batch(4)  # batches of 4, 4, 2
+    repeated = _repeated(dataset, 3)
+    assert int(repeated.cardinality()) == tf.data.INFINITE_CARDINALITY
+    batches = [list(batch.numpy()) for batch in repeated.take(6)]
+    assert batches[:3] == batches[3:] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert _repeated(dataset, 2) is dataset  # not one pass per epoch
+    unknown = dataset.filter(lambda batch: True)  # unknown length: as it is
+    assert _repeated(unknown, 3) is unknown
+    assert _repeated(dataset, None) is dataset and _repeated(None, 3) is None
+
+
+def test_training_keeps_one_training_iterator_across_epochs(tmp_path, monkeypatch):
+    created = []
+    dataset_iter = tf.data.Dataset.__iter__
+
+    def counted_iter(self):
+        created.append(int(self.cardinality()))
+        return dataset_iter(self)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counted_iter)
+    config = TrainConfig(output=str(tmp_path / "run"), epochs=4, backup_every=1000)
+    metrics = train(config, verbose=0)
+    # Training: one iterator for 4 epochs, repeated (infinite cardinality), before any other;
+    # the finite ones are validation's (evaluate resets its iterator at every call) and the test's.
+    assert created[0] == tf.data.INFINITE_CARDINALITY
+    assert created.count(tf.data.INFINITE_CARDINALITY) == 1
+    with open(tmp_path / "run" / "history.csv") as file:
+        assert len(list(csv.DictReader(file))) == 4
+    assert metrics["epochs_run"] == 4
 
 
 def test_several_steps_per_execution_train_the_same_model(tmp_path, monkeypatch):
