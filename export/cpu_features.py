@@ -7,9 +7,11 @@ and whether an int8 or dynamic-range file beats float32 depends on them:
   summed into int32 in one instruction): int8 products run at up to 4x float32's multiply-adds per
   instruction; BENCHMARKS.md measured ViT-Ti/16's int8 file at 0.47x / 0.50x float32's latency
   (1 / 2 threads) on an AVX-512 VNNI CPU.
-- x86 with AVX2 but no VNNI: an int8 product takes three instructions (`vpmaddubsw`, `vpmaddwd`,
-  `vpaddd`) where float32 takes one FMA, so int8 matrix products run about as fast as float32's
-  (one took 0.89-0.97x float32's time on a 2-core AVX2 EPYC): int8 files gain size, not speed.
+- x86 with AVX2 but no VNNI: XNNPACK widens int8 to int16 (`vpmovsxbw`, `vpmaddwd`, `vpaddd`),
+  a step that issues at most 1.3x float32's multiply-adds per cycle, while its float32 kernels
+  already run at the FMA peak: int8 and dynamic-range products take 0.90-1.02x float32's time,
+  and ViT-Ti/16's files 0.93-0.97x at best (BENCHMARKS.md, "int8 and the folded graph", machine B).
+  int8 files gain size, not speed.
 - ARM `asimddp` (dot product, `sdot`) and `i8mm` (`smmla`): int8 products in one instruction, the
   usual reason int8 pays on phones; without them (ARMv8.0) int8 widens to 16 bits first.
 
@@ -50,8 +52,8 @@ def describe_int8_support(features):
         return {"int8_pays": True, "why": f"{best} (ARM {'int8 matrix multiply' if best == 'i8mm' else 'dot product'}): "
                                           "int8 products in one instruction"}
     if "avx2" in have or "avx512bw" in have:
-        return {"int8_pays": False, "why": "no VNNI (AVX2 only): an int8 product takes three instructions where "
-                                           "float32 takes one FMA, so int8 matrix products run about as fast as "
+        return {"int8_pays": False, "why": "no VNNI (AVX2 only): XNNPACK widens int8 to int16, a step of at most "
+                                           "1.3x float32's multiply-adds, and its int8 products run about as fast as "
                                            "float32's; int8 files gain size, not speed"}
     if "asimd" in have:
         return {"int8_pays": False, "why": "ARM without the dot-product extension: int8 widens to 16 bits first"}
