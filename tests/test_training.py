@@ -351,6 +351,9 @@ def test_a_repeated_pipeline_is_one_pass_per_epoch_and_a_finite_one_is_left_as_i
     unknown = dataset.filter(lambda batch: True)  # unknown length: as it is
     assert _repeated(unknown, 3) is unknown
     assert _repeated(dataset, None) is dataset and _repeated(None, 3) is None
+    # Calls of 2 steps would run 4 a pass, the last past the end: as it is; calls of 3 fit.
+    assert _repeated(dataset, 3, steps_per_execution=2) is dataset
+    assert int(_repeated(dataset, 3, steps_per_execution=3).cardinality()) == tf.data.INFINITE_CARDINALITY
 
 
 def test_training_keeps_one_training_iterator_across_epochs(tmp_path, monkeypatch):
