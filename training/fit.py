@@ -546,10 +546,16 @@ def _repeated(dataset, steps_per_epoch, steps_per_execution=1):
     resets its iterator on every call.) Left finite where a compiled call of
     `steps_per_execution` steps would run past the epoch's end: on a finite pass the last call
     stops at the end of the data, on a repeated one it would take the next epoch's batches.
+
+    Not `make_pipeline(repeat=True)`: that repeats before batching (a sharded worker needs an
+    endless stream), so the last partial batch of a pass joins the next pass's first images.
+    Repeating the batches keeps every epoch the same batches as the finite pipeline's, so the
+    weights stay those of the finite pipeline
+    (`test_several_steps_per_execution_train_the_same_model` compares the two).
     """
     if dataset is None or steps_per_epoch is None or steps_per_epoch < 1:
         return dataset
-    if steps_per_epoch % (steps_per_execution or 1):
+    if steps_per_epoch % steps_per_execution:
         return dataset
     if int(dataset.cardinality()) != steps_per_epoch:  # unknown, infinite, or not one pass per epoch
         return dataset
