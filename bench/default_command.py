@@ -3,6 +3,7 @@
     python bench/default_command.py digits --seeds 0,1,2,3,4
     python bench/default_command.py npz:../shared/data/mnist.npz
     python bench/default_command.py folder:/tmp/photos224_3000 --args "--epochs 1"
+    python bench/default_command.py digits --runner bench.experiments.keras_adamw_train --name digits_keras_adamw
 
 Each run is `keras-vit train --dataset SPEC --seed S --output runs/bench/default_NAME_sS [ARGS]` in
 a child process, timed from start to exit (data loading, training, the final test), with the
@@ -27,9 +28,9 @@ sys.path.insert(0, ROOT)
 from bench.machine import machine_info  # noqa: E402
 
 
-def run(spec, seed, extra, name):
+def run(spec, seed, extra, name, runner="keras_vit.training"):
     output = os.path.join(ROOT, "runs", "bench", f"default_{name}_s{seed}")
-    command = [sys.executable, "-m", "keras_vit.training", "train", "--dataset", spec, "--seed", str(seed), "--output", output,
+    command = [sys.executable, "-m", runner, "train", "--dataset", spec, "--seed", str(seed), "--output", output,
                *extra]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
@@ -60,6 +61,8 @@ def main():
     parser.add_argument("spec")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--args", default="", help="more `keras-vit train` options, quoted")
+    parser.add_argument("--runner", default="keras_vit.training",
+                        help="the module run as `python -m RUNNER train ...` (an ablation's patched command line)")
     parser.add_argument("--name", help="the runs' folder, runs/bench/default_NAME_sSEED (default: from SPEC)")
     args = parser.parse_args()
     info = machine_info()
@@ -67,7 +70,8 @@ def main():
     results = []
     os.makedirs(os.path.join(ROOT, "runs", "bench"), exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
-        result = run(args.spec, seed, shlex.split(args.args), name)
+        result = run(args.spec, seed, shlex.split(args.args), name, args.runner)
+        result["runner"] = args.runner
         result["machine"] = {key: info[key] for key in ("cpu", "cores", "cpu_flags", "tensorflow", "keras")}
         results.append(result)
         with open(os.path.join(ROOT, "runs", "bench", "default_command.jsonl"), "a") as file:

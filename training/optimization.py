@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_vit.training.choices import OPTIMIZERS
+from keras_vit.training.fused_adamw import FusedAdamW
 
 # The classification layer of `keras_vit.ViT` (keras_vit/model.py names it so).
 HEAD_LAYER = "head"
@@ -67,7 +68,8 @@ class ProgressWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(model, learning_rate, total_steps, warmup_steps=0, weight_decay=0.05, clipnorm=1.0, ema=0.0,
                    time_progress=None, optimizer="adamw", momentum=0.9, decay_head=True):
-    """AdamW or momentum SGD on a warm-up + cosine schedule, with global-norm gradient clipping.
+    """AdamW (`FusedAdamW`: Keras' update in fused kernels) or momentum SGD on a warm-up +
+    cosine schedule, with global-norm gradient clipping.
 
     Weight decay is decoupled (`w -= lr * weight_decay * w` each step, Keras' `weight_decay`
     argument, for SGD too) and skips biases, LayerNorm, the class token and positions;
@@ -118,7 +120,7 @@ def make_optimizer(model, learning_rate, total_steps, warmup_steps=0, weight_dec
         result = keras.optimizers.SGD(momentum=float(momentum), nesterov=False,
                                       weight_decay=weight_decay or None, **common)
     else:
-        result = keras.optimizers.AdamW(weight_decay=weight_decay, **common)
+        result = FusedAdamW(weight_decay=weight_decay, **common)
     if result.weight_decay is not None:
         result.exclude_from_weight_decay(var_list=no_decay_variables(model, decay_head=decay_head))
     return result
