@@ -32,34 +32,31 @@ class FusedAdamW(keras.optimizers.AdamW):
     """
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        # The step's scalars once for all variables (cross-replica, where Keras' loop runs):
-        # per variable they would be about eight more small ops each.
+        # Keras' loop over the variables (cross-replica), with the step's scalars computed
+        # once for all of them: per variable they would be about eight more small ops each.
         beta_1 = tf.cast(self.beta_1, "float32")
         beta_2 = tf.cast(self.beta_2, "float32")
         step = tf.cast(self.iterations + 1, "float32")
-        self._step_scalars = dict(
+        scalars = dict(
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, "float32"), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, "float32"),
         )
-        try:
-            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
-        finally:
-            self._step_scalars = None
 
-    def update_step(self, gradient, variable, learning_rate):
-        scalars = getattr(self, "_step_scalars", None)
-        if (scalars is None or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
-                or variable.dtype != tf.float32):
-            return super().update_step(gradient, variable, learning_rate)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable),
-            m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
-            grad=tf.cast(gradient, tf.float32),
-            **scalars,
-        )
+        def update(variable, gradient):
+            if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or variable.dtype != tf.float32:
+                return self.update_step(gradient, variable, learning_rate)
+            index = self._get_variable_index(variable)
+            return tf.raw_ops.ResourceApplyAdam(
+                var=_handle(variable),
+                m=_handle(self._momentums[index]),
+                v=_handle(self._velocities[index]),
+                grad=tf.cast(gradient, tf.float32),
+                **scalars,
+            )
+
+        for gradient, variable in grads_and_vars:
+            distribution.extended.update(variable, update, args=(gradient,), group=False)
 
     def _clip_gradients(self, grads):
         if self.clipnorm or self.clipvalue or not self.global_clipnorm or any(
